@@ -1,0 +1,327 @@
+"""Thin shared helpers for the four *_pretrain.py scripts: datasets, reference scores, evaluation.
+
+No algorithm code lives here. Copy one script plus this file and it runs.
+
+Command line (the "embedded" offline dataset, see README "Data"):
+    python utils.py build-random hopper --steps 100000
+    python utils.py list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Dataset names
+# --------------------------------------------------------------------------------------------
+MUJOCO_TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
+MUJOCO_LEVELS = ("expert", "medium", "simple")
+ADROIT_TASKS = ("pen", "door", "hammer", "relocate")
+ADROIT_LEVELS = ("human", "cloned", "expert")
+
+# D4RL-style short name -> Minari id. `<task>-random` is the dataset that `build-random` makes
+# locally (Minari hosts no random sets for these tasks).
+SHORT_NAMES: Dict[str, str] = {}
+for _task in MUJOCO_TASKS:
+    for _level in MUJOCO_LEVELS:
+        SHORT_NAMES[f"{_task}-{_level}"] = f"mujoco/{_task}/{_level}-v0"
+for _task in ADROIT_TASKS:
+    for _level in ADROIT_LEVELS:
+        SHORT_NAMES[f"{_task}-{_level}"] = f"D4RL/{_task}/{_level}-v2"
+for _task in MUJOCO_TASKS + ADROIT_TASKS:
+    SHORT_NAMES[f"{_task}-random"] = f"local/{_task}/random-v0"
+
+# D4RL reference returns (d4rl/infos.py): (random, expert). Used when a dataset's metadata has none
+# (Minari's mujoco/*-v0 sets carry no reference scores).
+D4RL_REF_SCORES: Dict[str, Tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+    "ant": (-325.6, 3879.7),
+    "pen": (96.262799, 3076.8331),
+    "door": (-56.512833, 2880.5693),
+    "hammer": (-274.856578, 12794.1348),
+    "relocate": (-6.425911, 4233.8778),
+}
+
+# Gymnasium environments of each task: (env id, D4RL time limit).
+TASK_ENVS: Dict[str, Tuple[str, int]] = {
+    "hopper": ("Hopper-v5", 1000),
+    "halfcheetah": ("HalfCheetah-v5", 1000),
+    "walker2d": ("Walker2d-v5", 1000),
+    "ant": ("Ant-v5", 1000),
+    "pen": ("AdroitHandPen-v1", 100),
+    "door": ("AdroitHandDoor-v1", 200),
+    "hammer": ("AdroitHandHammer-v1", 200),
+    "relocate": ("AdroitHandRelocate-v1", 200),
+}
+
+
+class DatasetError(RuntimeError):
+    """A dataset name that cannot be resolved or a dataset that cannot be loaded."""
+
+
+def resolve_dataset_id(name: str) -> str:
+    """D4RL-style short name (`hopper-medium`) -> Minari id; a full id (with a `/`) passes through."""
+    if "/" in name:
+        return name
+    if name in SHORT_NAMES:
+        return SHORT_NAMES[name]
+    known = ", ".join(sorted(SHORT_NAMES))
+    raise DatasetError(
+        f"unknown env id '{name}'. Use a short name ({known}) "
+        f"or a full Minari dataset id such as 'mujoco/hopper/medium-v0' or 'local/hopper/medium-v0'."
+    )
+
+
+def task_of(dataset_id: str) -> Optional[str]:
+    """The task ('hopper', 'pen', ...) a dataset id or short name refers to, if it is a known one."""
+    for part in dataset_id.replace("-", "/").split("/"):
+        if part in D4RL_REF_SCORES:
+            return part
+    return None
+
+
+def minari_root() -> str:
+    return os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+
+
+def load_dataset(name: str, download: bool = True):
+    """Load a Minari dataset by short name or id: local first, then (if `download`) Minari's hub."""
+    import minari
+
+    dataset_id = resolve_dataset_id(name)
+    path = os.path.join(minari_root(), dataset_id)
+    if os.path.exists(os.path.join(path, "data")):
+        return minari.load_dataset(dataset_id)
+    if dataset_id.startswith("local/") and dataset_id.endswith("/random-v0"):
+        task = dataset_id.split("/")[1]
+        raise DatasetError(
+            f"dataset '{dataset_id}' not found at {path}. It is built locally, not downloaded: "
+            f"run `python utils.py build-random {task}` (or set MINARI_DATASETS_PATH to the root holding it)."
+        )
+    if not download:
+        raise DatasetError(f"dataset '{dataset_id}' not found at {path} and download is off.")
+    try:
+        minari.download_dataset(dataset_id)
+        return minari.load_dataset(dataset_id)
+    except Exception as e:  # network, unknown remote id, version mismatch: all end the same way
+        raise DatasetError(
+            f"dataset '{dataset_id}' is not available locally (searched {path}) and could not be "
+            f"downloaded: {type(e).__name__}: {e}\n"
+            f"Fix: on a machine with network run `minari download {dataset_id}` and copy "
+            f"~/.minari/datasets/{dataset_id} to {path}, or set MINARI_DATASETS_PATH to a Minari root "
+            f"that holds it (e.g. one built by ../shared/datasets/make_datasets.py, ids local/<task>/<level>-v0), "
+            f"or build a random dataset offline with `python utils.py build-random <task>`."
+        ) from e
+
+
+def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
+    """Whole dataset as flat float32 arrays (one read per episode and key, no per-step Python).
+
+    Keys: observations, actions, rewards, next_observations, terminations, truncations. The last
+    step of every episode that did not terminate counts as truncated (its tail is unknown).
+    """
+    import gymnasium as gym
+
+    if not isinstance(dataset.observation_space, gym.spaces.Box):
+        raise DatasetError(
+            f"only Box observations are supported, this dataset has {dataset.observation_space}; "
+            "flatten them into a Box before training."
+        )
+    episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
+    if not episodes:
+        raise DatasetError(f"dataset {dataset.spec.dataset_id} has no episodes")
+    obs = [np.asarray(ep["observations"], dtype=np.float32) for ep in episodes]
+    terms = [np.asarray(ep["terminations"], dtype=bool) for ep in episodes]
+    truncs = [np.asarray(ep["truncations"], dtype=bool).copy() for ep in episodes]
+    for te, tr in zip(terms, truncs):
+        if len(te) and not te[-1]:
+            tr[-1] = True
+    return {
+        "observations": np.concatenate([o[:-1] for o in obs]),
+        "actions": np.concatenate([np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["rewards"]), -1) for ep in episodes]),
+        "rewards": np.concatenate([np.asarray(ep["rewards"], dtype=np.float32) for ep in episodes]),
+        "next_observations": np.concatenate([o[1:] for o in obs]),
+        "terminations": np.concatenate(terms).astype(np.float32),
+        "truncations": np.concatenate(truncs).astype(np.float32),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Scores and evaluation
+# --------------------------------------------------------------------------------------------
+# The paper's Adroit protocol (Table 4): longer evaluation time limit and re-measured random score.
+PAPER_PROTOCOL: Dict[str, Tuple[int, float]] = {
+    "pen": (100, -162.09),
+    "door": (300, -84.52),
+    "hammer": (624, -856.83),
+    "relocate": (527, -37.95),
+}
+
+
+def reference_scores(dataset, protocol: str = "d4rl") -> Optional[Tuple[float, float]]:
+    """(min, max) reference returns: dataset metadata, else D4RL's table, else None (raw returns only)."""
+    meta = dataset.storage.metadata
+    task = task_of(dataset.spec.dataset_id)
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    if lo is None or hi is None:
+        if task is None:
+            return None
+        lo, hi = D4RL_REF_SCORES[task]
+    if protocol == "paper" and task in PAPER_PROTOCOL:
+        lo = PAPER_PROTOCOL[task][1]
+    return float(lo), float(hi)
+
+
+def eval_time_limit(dataset, protocol: str = "d4rl") -> Optional[int]:
+    """The evaluation time limit override of a protocol, None to keep the dataset's eval env's."""
+    if protocol not in ("d4rl", "paper"):
+        raise ValueError(f"unknown eval protocol '{protocol}': use 'd4rl' or 'paper'")
+    task = task_of(dataset.spec.dataset_id)
+    if protocol == "paper" and task in PAPER_PROTOCOL:
+        return PAPER_PROTOCOL[task][0]
+    return None
+
+
+def normalized_score(returns, ref: Optional[Tuple[float, float]]):
+    """100 (R - min) / (max - min); NaN where no reference scores are known."""
+    returns = np.asarray(returns, dtype=np.float64)
+    if ref is None:
+        return np.full_like(returns, np.nan)
+    lo, hi = ref
+    return 100.0 * (returns - lo) / (hi - lo)
+
+
+def _register_env_libs(env_id: str):
+    import gymnasium as gym
+
+    if "Adroit" in env_id:
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+
+
+def make_eval_envs(dataset, num_envs: int, max_episode_steps: Optional[int] = None):
+    """A vector env of the dataset's evaluation environment (`recover_environment(eval_env=True)`)."""
+    import gymnasium as gym
+
+    if dataset.env_spec is not None:
+        _register_env_libs(dataset.env_spec.id)
+    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    return gym.vector.SyncVectorEnv([lambda: dataset.recover_environment(eval_env=True, **kwargs)] * num_envs)
+
+
+def evaluate(
+    policy: Callable[[np.ndarray], np.ndarray],
+    envs,
+    obs_mean: np.ndarray,
+    obs_std: np.ndarray,
+    seeds: Sequence[int],
+    ref: Optional[Tuple[float, float]],
+) -> Tuple[np.ndarray, np.ndarray]:
+    """One episode per sub-env, all in parallel; `policy` gets normalized float32 observations.
+
+    Returns (episode returns, normalized scores). Episode i is seeded with seeds[i].
+    """
+    n = envs.num_envs
+    assert len(seeds) == n, "one seed per sub-environment"
+    obs, _ = envs.reset(seed=[int(s) for s in seeds])
+    returns = np.zeros(n)
+    done = np.zeros(n, dtype=bool)
+    while not done.all():
+        action = policy(((obs - obs_mean) / obs_std).astype(np.float32))
+        obs, reward, term, trunc, _ = envs.step(action)
+        returns += np.where(done, 0.0, reward)
+        done |= term | trunc
+    return returns, normalized_score(returns, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# The built-in offline dataset: D4RL-style "random" data, uniform random actions
+# --------------------------------------------------------------------------------------------
+def build_random_dataset(task: str, steps: int = 100_000, seed: int = 0, overwrite: bool = False) -> str:
+    """Collect `steps` uniform-random-action steps of `task` and write `local/<task>/random-v0`."""
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    if task not in TASK_ENVS:
+        raise DatasetError(f"unknown task '{task}' for build-random; known: {', '.join(TASK_ENVS)}")
+    if steps < 1:
+        raise ValueError("--steps must be at least 1")
+    dataset_id = f"local/{task}/random-v0"
+    path = os.path.join(minari_root(), dataset_id)
+    if os.path.exists(path):
+        if not overwrite:
+            return dataset_id
+        minari.delete_dataset(dataset_id)
+    env_id, time_limit = TASK_ENVS[task]
+    _register_env_libs(env_id)
+    env = gym.make(env_id, max_episode_steps=time_limit)
+    rng = np.random.default_rng(seed)
+    # All actions drawn up front; the episode loop below only steps the simulator.
+    actions = rng.uniform(env.action_space.low, env.action_space.high, size=(steps + time_limit, env.action_space.shape[0]))
+    actions = actions.astype(env.action_space.dtype)
+    buffers, t = [], 0
+    while t < steps:
+        ep_seed = int(rng.integers(2**31 - 1))
+        obs, _ = env.reset(seed=ep_seed)
+        o, r, te, tr = [obs], [], [], []
+        start = t
+        while True:
+            obs, reward, term, trunc, _ = env.step(actions[t])
+            t += 1
+            o.append(obs), r.append(reward), te.append(term), tr.append(trunc)
+            if term or trunc:
+                break
+        buffers.append(EpisodeBuffer(
+            id=len(buffers), seed=ep_seed, observations=np.asarray(o), actions=actions[start:t],
+            rewards=np.asarray(r, dtype=np.float64), terminations=np.asarray(te), truncations=np.asarray(tr), infos={},
+        ))
+    lo, hi = D4RL_REF_SCORES[task]
+    eval_env = gym.make(env_id, max_episode_steps=time_limit)
+    minari.create_dataset_from_buffers(
+        dataset_id, buffers, env=env, eval_env=eval_env, algorithm_name="uniform random actions",
+        author="utils.py build-random", author_email="n/a", code_permalink="utils.py",
+        ref_min_score=lo, ref_max_score=hi,
+        description=f"{task}-random: uniform random actions in {env_id}, {t} steps, seed {seed}, built locally "
+                    "by utils.py (D4RL recipe; not the D4RL data). Reference scores are D4RL's.",
+    )
+    env.close(), eval_env.close()
+    return dataset_id
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    parser = argparse.ArgumentParser(description="Dataset helpers for the *_pretrain.py scripts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-random", help="build local/<task>/random-v0 offline (uniform random actions)")
+    build.add_argument("task", choices=sorted(TASK_ENVS))
+    build.add_argument("--steps", type=int, default=100_000, help="environment steps to collect (the last episode is completed)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
+    sub.add_parser("list", help="list the short names and the Minari ids they map to")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for short, dataset_id in SHORT_NAMES.items():
+            print(f"{short:22s} {dataset_id}")
+        return
+    dataset_id = f"local/{args.task}/random-v0"
+    existed = os.path.exists(os.path.join(minari_root(), dataset_id))
+    t0 = time.time()
+    build_random_dataset(args.task, args.steps, args.seed, args.overwrite)
+    where = os.path.join(minari_root(), dataset_id)
+    if existed and not args.overwrite:
+        print(f"{dataset_id} already exists at {where} (--overwrite to rebuild)")
+    else:
+        print(f"wrote {dataset_id} to {where} in {time.time() - t0:.1f}s")
+    print(f"train on it: python td3bc_pretrain.py --env-id {args.task}-random   (or --env-id {dataset_id})")
+
+
+if __name__ == "__main__":
+    main()
