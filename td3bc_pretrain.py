@@ -100,6 +100,8 @@ class Args:
     """run directory of an interrupted --save-model run to continue (its config.json wins over other flags)"""
     runs_dir: str = "runs"
     """where run directories are created"""
+    compile: bool = True
+    """torch.compile the loss functions (about 1.5x faster updates on CPU after a ~30 s warm-up)"""
 
 
 # ALGO LOGIC: default TD3+BC alpha of the paper's code, by task
@@ -129,30 +131,30 @@ class Actor(nn.Module):
 
 
 class VectorizedLinear(nn.Module):
-    """N independent Linear layers applied as one batched matmul: [N, B, in] -> [N, B, out]."""
+    """N independent Linear layers applied as one batched matmul: [n, B, in] -> [n, B, out] (first n members)."""
 
-    def __init__(self, in_dim, out_dim, n):
+    def __init__(self, in_dim, out_dim, num_members):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        self.weight = nn.Parameter(torch.empty(num_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim))
         bound = 1 / in_dim**0.5  # nn.Linear's default init, per member
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x, n):
+        return torch.baddbmm(self.bias[:n], x, self.weight[:n])
 
 
 class VectorizedLayerNorm(nn.Module):
     """LayerNorm over the last dim with a separate affine per member."""
 
-    def __init__(self, dim, n):
+    def __init__(self, dim, num_members):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(n, 1, dim))
-        self.bias = nn.Parameter(torch.zeros(n, 1, dim))
+        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
 
-    def forward(self, x):
-        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
+    def forward(self, x, n):
+        return torch.addcmul(self.bias[:n], F.layer_norm(x, x.shape[-1:]), self.weight[:n])
 
 
 class Critic(nn.Module):
@@ -160,19 +162,23 @@ class Critic(nn.Module):
 
     def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2):
         super().__init__()
-        layers, in_dim = [], obs_dim + act_dim
-        for h in hidden_dims:
-            layers += [VectorizedLinear(in_dim, h, num_critics)]
-            layers += ([VectorizedLayerNorm(h, num_critics)] if layernorm else []) + [nn.ReLU()]
-            in_dim = h
-        self.net = nn.Sequential(*layers, VectorizedLinear(in_dim, 1, num_critics))
+        dims = [obs_dim + act_dim, *hidden_dims, 1]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics) for h in hidden_dims) if layernorm else None
         self.num_critics = num_critics
 
-    def forward(self, obs, act):
+    def forward(self, obs, act, first_n: Optional[int] = None):
+        """Q-values of the first `first_n` members (all by default)."""
+        n = first_n or self.num_critics
         x = torch.cat([obs, act], -1)
         batch_shape = x.shape[:-1]
-        x = x.reshape(1, -1, x.shape[-1]).expand(self.num_critics, -1, -1)
-        return self.net(x).reshape(self.num_critics, *batch_shape)
+        x = x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)
+        for i, linear in enumerate(self.linears[:-1]):
+            x = linear(x, n)
+            if self.norms is not None:
+                x = self.norms[i](x, n)
+            x = F.relu(x)
+        return self.linears[-1](x, n).reshape(n, *batch_shape)
 
 
 # ALGO LOGIC: returns
@@ -215,6 +221,63 @@ def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, tempera
     random_actions = low + (high - low) * torch.rand(batch, n_actions, low.shape[0], device=obs.device)
     q_random = critic(obs.unsqueeze(1).expand(-1, n_actions, -1), random_actions)  # [N, B, n_actions]
     return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
+
+
+def target_action(actor_target, next_obs, args):
+    """TD3 target policy smoothing: clipped Gaussian noise, in units of the action half-range."""
+    scale = actor_target.action_scale
+    noise = (torch.randn(next_obs.shape[0], scale.shape[0], device=next_obs.device) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+    low, high = actor_target.action_bias - scale, actor_target.action_bias + scale
+    return torch.clamp(actor_target(next_obs) + noise * scale, low, high)
+
+
+def td_target(actor_target, critic_target, rew, next_obs, term, args):
+    """r + gamma (1 - termination) min_i Q'_i(s', a~'); truncated steps still bootstrap."""
+    next_act = target_action(actor_target, next_obs, args)
+    return rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
+
+
+def pretrain_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+    """Algorithm 1: MSE of every critic to the MC return (or the eq. 17 blend), plus optional CQL."""
+    target = mc_ret
+    if args.td_lambda > 0:  # eq. 17
+        with torch.no_grad():
+            td = td_target(actor_target, critic_target, rew, next_obs, term, args)
+        target = (1 - args.td_lambda) * mc_ret + args.td_lambda * td
+    q = critic(obs, act)
+    mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+    if args.pretrain_cql_weight > 0:  # section 5.2: value regularization during pretraining
+        low = actor_target.action_bias - actor_target.action_scale
+        high = actor_target.action_bias + actor_target.action_scale
+        cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+        return mc_loss + args.pretrain_cql_weight * cql, {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
+    return mc_loss, {"losses/critic_mc": mc_loss}
+
+
+def finetune_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+    """TD3: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC return)."""
+    with torch.no_grad():
+        q_target = td_target(actor_target, critic_target, rew, next_obs, term, args)
+        if args.mc_max_target:
+            q_target = torch.maximum(q_target, mc_ret)
+    q = critic(obs, act)
+    loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
+    return loss, {"losses/critic_td": loss, "losses/q_mean": q.mean().detach()}
+
+
+def finetune_actor_loss(actor, critic, obs, act, alpha):
+    """TD3+BC: -lambda Q1(s, pi(s)) + (pi(s) - a)^2 with lambda = alpha / mean|Q1| (detached)."""
+    pi = actor(obs)
+    q_pi = critic(obs, pi, first_n=1)[0]
+    bc_loss = F.mse_loss(pi, act)
+    loss = -alpha / q_pi.abs().mean().detach() * q_pi.mean() + bc_loss
+    return loss, {"losses/actor": loss, "losses/actor_bc": bc_loss}
+
+
+def bc_loss(actor, obs, act):
+    """Algorithm 1: behaviour cloning of the deterministic actor."""
+    loss = F.mse_loss(actor(obs), act)
+    return loss, {"losses/actor_bc": loss}
 
 
 # plumbing
@@ -325,8 +388,9 @@ def main(args: Args):
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
     online_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
-    low_t, high_t = torch.as_tensor(action_low, device=device), torch.as_tensor(action_high, device=device)
-    action_scale = actor.action_scale
+    compile_fn = torch.compile if args.compile else (lambda fn: fn)
+    critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
+    critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
 
     start_step, wall_offset, train_offset = 0, 0.0, 0.0
     if args.resume:
@@ -381,59 +445,35 @@ def main(args: Args):
         obs, act, rew, next_obs, term, mc_ret = table[idx].split(splits, dim=1)
         rew, term, mc_ret = rew.squeeze(1), term.squeeze(1), mc_ret.squeeze(1)
 
-        if phase == "pretrain":
-            # ALGO LOGIC: pretraining (Algorithm 1, second loop)
+        # ALGO LOGIC: one update
+        if phase == "pretrain":  # Algorithm 1, second loop
             if pretrain_critic:
-                target = mc_ret
-                if args.td_lambda > 0:  # eq. 17
-                    with torch.no_grad():
-                        noise = (torch.randn_like(act) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip) * action_scale
-                        next_act = (actor_target(next_obs) + noise).clamp(low_t, high_t)
-                        td = rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
-                    target = (1 - args.td_lambda) * mc_ret + args.td_lambda * td
-                q = critic(obs, act)
-                critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-                losses["losses/critic_mc"] = critic_loss
-                if args.pretrain_cql_weight > 0:
-                    cql = cql_penalty(critic, obs, q, low_t, high_t, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-                    critic_loss = critic_loss + args.pretrain_cql_weight * cql
-                    losses["losses/critic_cql"] = cql
+                loss, info = critic_pretrain_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+                losses.update(info)
                 critic_optimizer.zero_grad()
-                critic_loss.backward()
+                loss.backward()
                 critic_optimizer.step()
             if pretrain_actor:
-                actor_loss = F.mse_loss(actor(obs), act)
-                losses["losses/actor_bc"] = actor_loss
+                loss, info = bc_fn(actor, obs, act)
+                losses.update(info)
                 actor_optimizer.zero_grad()
-                actor_loss.backward()
+                loss.backward()
                 actor_optimizer.step()
             with torch.no_grad():
                 torch._foreach_lerp_(target_params, online_params, args.tau)
-        else:
-            # ALGO LOGIC: TD3+BC finetuning
-            with torch.no_grad():
-                noise = (torch.randn_like(act) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip) * action_scale
-                next_act = (actor_target(next_obs) + noise).clamp(low_t, high_t)
-                q_target = rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
-                if args.mc_max_target:  # Appendix F
-                    q_target = torch.maximum(q_target, mc_ret)
-            q = critic(obs, act)
-            critic_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
-            losses["losses/critic_td"] = critic_loss
+        else:  # TD3+BC
+            loss, info = critic_finetune_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+            losses.update(info)
             critic_optimizer.zero_grad()
-            critic_loss.backward()
+            loss.backward()
             critic_optimizer.step()
-
             if global_step % args.policy_frequency == 0:
-                pi = actor(obs)
-                q_pi = critic(obs, pi)[0]
-                lmbda = alpha / q_pi.abs().mean().detach()
-                bc_loss = F.mse_loss(pi, act)
-                actor_loss = -lmbda * q_pi.mean() + bc_loss
-                losses["losses/actor"] = actor_loss
-                losses["losses/actor_bc"] = bc_loss
+                critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
+                loss, info = actor_finetune_fn(actor, critic, obs, act, alpha)
+                critic.requires_grad_(True)
+                losses.update(info)
                 actor_optimizer.zero_grad()
-                actor_loss.backward()
+                loss.backward()
                 actor_optimizer.step()
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
