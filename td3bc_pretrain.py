@@ -392,7 +392,7 @@ def main(args: Args):
     critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
     critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
 
-    start_step, wall_offset, train_offset = 0, 0.0, 0.0
+    start_step, wall_offset, train_offset, last_score = 0, 0.0, 0.0, float("nan")
     if args.resume:
         if not os.path.exists(ckpt_path):
             raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again")
@@ -414,6 +414,8 @@ def main(args: Args):
                 writer = csv.DictWriter(f, EVAL_FIELDS)
                 writer.writeheader()
                 writer.writerows(rows)
+            if rows:
+                last_score = float(rows[-1]["normalized_mean"])
         print(f"resuming {run_dir} at update {start_step} (settings from its config.json)")
     if not os.path.exists(csv_path):
         with open(csv_path, "w", newline="") as f:
@@ -437,7 +439,6 @@ def main(args: Args):
     losses = {}
     t_start = time.time()
     t_train, t_mark, step_mark = 0.0, time.time(), start_step
-    last_score = float("nan")
 
     for global_step in range(start_step, args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
@@ -527,6 +528,8 @@ def main(args: Args):
     if args.track:
         wandb.finish()
     print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    print("other data: --env-id hopper-medium (Minari, downloaded once), --env-id local/hopper/medium-v0 "
+          "(../shared/datasets replicas via MINARI_DATASETS_PATH), or any Minari id; see README 'Data'")
     return run_dir
 
 

@@ -143,7 +143,7 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
     for te, tr in zip(terms, truncs):
         if len(te) and not te[-1]:
             tr[-1] = True
-    return {
+    data = {
         "observations": np.concatenate([o[:-1] for o in obs]),
         "actions": np.concatenate([np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["rewards"]), -1) for ep in episodes]),
         "rewards": np.concatenate([np.asarray(ep["rewards"], dtype=np.float32) for ep in episodes]),
@@ -151,6 +151,10 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
         "terminations": np.concatenate(terms).astype(np.float32),
         "truncations": np.concatenate(truncs).astype(np.float32),
     }
+    for key, value in data.items():
+        if not np.isfinite(value).all():
+            raise DatasetError(f"dataset {dataset.spec.dataset_id}: {key} holds NaN or inf values; clean the dataset first")
+    return data
 
 
 # --------------------------------------------------------------------------------------------

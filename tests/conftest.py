@@ -1,0 +1,37 @@
+"""Shared fixtures: a temp Minari root holding tiny datasets built by utils.build_random_dataset
+(real Hopper-v5 rollouts with uniform random actions), and helpers to run the scripts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def minari_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("minari"))
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = root
+    import utils
+
+    utils.build_random_dataset("hopper", steps=3000, seed=0)
+    yield root
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def run_script(args, cwd=ROOT, env_extra=None, timeout=600, script="td3bc_pretrain.py"):
+    """Run a script as a user would; returns the CompletedProcess (stdout and stderr as text)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, os.path.join(cwd, script) if not os.path.isabs(script) else script, *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+TINY = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
+        "--no-compile", "--no-cuda"]

@@ -1,0 +1,340 @@
+"""td3bc_pretrain.py: networks and losses, then the script end to end on a tiny dataset."""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import td3bc_pretrain as T
+from conftest import ROOT, TINY, run_script
+
+
+def read_csv(run_dir):
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def run_dir_of(stdout):
+    line = next(l for l in stdout.splitlines() if "run dir " in l)
+    return line.split("run dir ")[1].strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# networks and losses
+# ---------------------------------------------------------------------------------------------
+def test_critic_ensemble_equals_separate_mlps():
+    torch.manual_seed(0)
+    critic = T.Critic(5, 2, (16, 8), layernorm=True, num_critics=3)
+    with torch.no_grad():  # non-trivial LayerNorm affine, different per member
+        for norm in critic.norms:
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    obs, act = torch.randn(7, 5), torch.randn(7, 2)
+    q = critic(obs, act)
+    assert q.shape == (3, 7)
+    for i in range(3):
+        layers = []
+        for j, lin in enumerate(critic.linears):
+            linear = nn.Linear(*lin.weight.shape[1:])
+            linear.weight.data, linear.bias.data = lin.weight[i].T.clone(), lin.bias[i, 0].clone()
+            layers.append(linear)
+            if j < len(critic.norms):
+                ln = nn.LayerNorm(lin.weight.shape[2])
+                ln.weight.data, ln.bias.data = critic.norms[j].weight[i, 0].clone(), critic.norms[j].bias[i, 0].clone()
+                layers += [ln, nn.ReLU()]
+        expected = nn.Sequential(*layers)(torch.cat([obs, act], 1)).squeeze(1)
+        torch.testing.assert_close(q[i], expected)
+    torch.testing.assert_close(critic(obs, act, first_n=1)[0], q[0])
+    # extra batch dims (used by the CQL term)
+    assert critic(obs[:, None].expand(-1, 4, -1), torch.randn(7, 4, 2)).shape == (3, 7, 4)
+
+
+def test_layernorm_flags():
+    actor = T.Actor(3, 2, (8,), False, np.full(2, -1, np.float32), np.ones(2, np.float32))
+    assert not any(isinstance(m, nn.LayerNorm) for m in actor.modules())
+    actor = T.Actor(3, 2, (8, 8), True, np.full(2, -1, np.float32), np.ones(2, np.float32))
+    assert sum(isinstance(m, nn.LayerNorm) for m in actor.modules()) == 2
+    assert T.Critic(3, 2, (8,), False).norms is None
+
+
+def test_actor_respects_action_box():
+    actor = T.Actor(3, 2, (8,), True, np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    with torch.no_grad():
+        for p in actor.parameters():
+            p.mul_(100)
+        a = actor(torch.randn(1000, 3))
+    assert a[:, 0].min() >= -2 and a[:, 0].max() <= 2 and a[:, 0].abs().max() > 1.5
+    assert a[:, 1].min() >= 0 and a[:, 1].max() <= 1
+
+
+class ConstantCritic(nn.Module):
+    """Q(s, a) = sum(a) * k for every member, so logsumexp over actions is computable by hand."""
+
+    def __init__(self, k=1.0, n=2):
+        super().__init__()
+        self.k, self.num_critics = k, n
+
+    def forward(self, obs, act, first_n=None):
+        q = act.sum(-1) * self.k
+        return q.unsqueeze(0).expand(first_n or self.num_critics, *q.shape)
+
+
+def test_cql_penalty_known_values():
+    torch.manual_seed(0)
+    critic = ConstantCritic()
+    obs = torch.zeros(4, 3)
+    low, high = torch.zeros(1), torch.zeros(1)  # every random action is 0 -> Q(s, a_j) = 0
+    q_data = torch.tensor([[1.0, 2.0, 0.0, -1.0]] * 2)
+    gap = T.cql_penalty(critic, obs, q_data, low, high, n_actions=10, temperature=1.0)
+    torch.testing.assert_close(gap, torch.log(torch.tensor(10.0)) - q_data)
+    gap_t = T.cql_penalty(critic, obs, q_data, low, high, n_actions=10, temperature=2.0)
+    torch.testing.assert_close(gap_t, 2 * torch.log(torch.tensor(10.0)) - q_data)
+
+
+def make_args(**kw):
+    return T.Args(**{"policy_noise": 0.0, "noise_clip": 0.5, **kw})
+
+
+def test_td_target_bootstraps_through_truncation_not_termination():
+    actor = T.Actor(1, 1, (4,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
+    critic = ConstantCritic(k=0.0)
+    critic_q = lambda o, a: torch.full((2, o.shape[0]), 10.0)  # noqa: E731
+    args = make_args(gamma=0.5)
+    rew, term = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])  # second: truncated or mid-episode
+    y = T.td_target(actor, critic_q, rew, torch.zeros(2, 1), term, args)
+    torch.testing.assert_close(y, torch.tensor([1.0, 6.0]))
+
+
+def test_td3bc_actor_loss_climbs_q_and_clones():
+    torch.manual_seed(0)
+    actor = T.Actor(2, 1, (16,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
+    critic = ConstantCritic(k=1.0)  # Q increases with the action
+    obs, act = torch.randn(64, 2), torch.zeros(64, 1)
+    opt = torch.optim.Adam(actor.parameters(), 1e-2)
+    start = actor(obs).mean().item()
+    for _ in range(50):
+        loss, info = T.finetune_actor_loss(actor, critic, obs, act, alpha=2.5)
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert actor(obs).mean().item() > start + 0.1  # -lambda Q: gradient ascent on Q
+    # the BC term alone (alpha = 0) pulls the policy to the data action
+    for _ in range(200):
+        loss, info = T.finetune_actor_loss(actor, critic, obs, act, alpha=0.0)
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert info["losses/actor_bc"].item() < 1e-3
+
+
+def test_mc_max_target_takes_the_larger(monkeypatch):
+    critic = T.Critic(1, 1, (4,), False)
+    actor = T.Actor(1, 1, (4,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
+    const = lambda o, a: torch.zeros(2, o.shape[0])  # noqa: E731
+    batch = (torch.zeros(2, 1), torch.zeros(2, 1), torch.tensor([1.0, 1.0]), torch.zeros(2, 1), torch.zeros(2))
+    mc = torch.tensor([5.0, -5.0])
+    captured = {}
+    orig = T.F.mse_loss
+
+    def spy(q, target, reduction="mean"):
+        captured["target"] = target[0].detach()
+        return orig(q, target, reduction=reduction)
+
+    monkeypatch.setattr(T.F, "mse_loss", spy)
+    T.finetune_critic_loss(critic, actor, const, *batch, mc, make_args(mc_max_target=True))
+    torch.testing.assert_close(captured["target"], torch.tensor([5.0, 1.0]))
+    T.finetune_critic_loss(critic, actor, const, *batch, mc, make_args(mc_max_target=False))
+    torch.testing.assert_close(captured["target"], torch.tensor([1.0, 1.0]))
+
+
+def test_every_args_field_is_documented_in_help():
+    res = run_script(["--help"])
+    assert res.returncode == 0
+    for field in T.Args.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in res.stdout, field
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)])
+def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
+    res = run_script(TINY + ["--total-timesteps", "400", "--pretrain-steps", str(pretrain), "--pretrain-mode", mode,
+                             "--eval-freq", "100", "--log-freq", "50", "--save-model", "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    run_dir = run_dir_of(res.stdout)
+    rows = read_csv(run_dir)
+    assert [int(r["update"]) for r in rows] == [100, 200, 300, 400]
+    expected = ["pretrain"] * (pretrain // 100) + ["finetune"] * (4 - pretrain // 100)
+    assert [r["phase"] for r in rows] == expected
+    for r in rows:
+        assert np.isfinite(float(r["return_mean"])) and np.isfinite(float(r["normalized_mean"]))
+        assert float(r["updates_per_s"]) > 0 and float(r["wall_s"]) > 0
+    assert "[finetune] update 400/400" in res.stdout and "updates/s" in res.stdout
+    assert json.load(open(os.path.join(run_dir, "config.json")))["pretrain_mode"] == mode
+
+
+def pretrain_only(tmp_path, mode, steps=300, extra=()):
+    res = run_script(TINY + [*extra, "--total-timesteps", str(steps), "--pretrain-steps", str(steps), "--pretrain-mode", mode,
+                             "--eval-freq", str(steps), "--save-model", "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    return torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False)
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_mode_actor_leaves_critic_alone(minari_root, tmp_path):
+    ckpt = pretrain_only(tmp_path, "actor")
+    assert same_weights(ckpt["critic"], ckpt["critic_target"])  # untouched critic: Polyak keeps them equal
+    assert not same_weights(ckpt["actor"], ckpt["actor_target"])
+
+
+def test_pretrain_mode_critic_leaves_actor_alone(minari_root, tmp_path):
+    ckpt = pretrain_only(tmp_path, "critic")
+    assert same_weights(ckpt["actor"], ckpt["actor_target"])
+    assert not same_weights(ckpt["critic"], ckpt["critic_target"])
+
+
+def test_critic_pretraining_fits_mc_returns(minari_root, tmp_path):
+    import utils
+
+    ckpt = pretrain_only(tmp_path, "critic", steps=2000, extra=["--learning-rate", "1e-3"])
+    data = utils.flatten_dataset(utils.load_dataset("hopper-random"))
+    mc = torch.as_tensor(T.mc_returns(data["rewards"], data["terminations"], data["truncations"], 0.99), dtype=torch.float32)
+    obs = torch.as_tensor((data["observations"] - ckpt["obs_mean"]) / ckpt["obs_std"])
+    act = torch.as_tensor(data["actions"])
+    critic = T.Critic(11, 3, (32, 32), True)
+    with torch.no_grad():
+        untrained = ((critic(obs, act) - mc) ** 2).mean()
+        critic.load_state_dict(ckpt["critic"])
+        trained = ((critic(obs, act) - mc) ** 2).mean()
+    assert trained < 0.5 * mc.var() and trained < 0.3 * untrained, (trained, mc.var(), untrained)
+
+
+def test_seeded_runs_repeat_exactly(minari_root, tmp_path):
+    common = TINY + ["--total-timesteps", "300", "--pretrain-steps", "100", "--eval-freq", "100", "--save-model"]
+    dirs = []
+    for seed, sub in ((3, "a"), (3, "b"), (4, "c")):
+        res = run_script(common + ["--seed", str(seed), "--runs-dir", str(tmp_path / sub)])
+        assert res.returncode == 0, res.stderr
+        dirs.append(run_dir_of(res.stdout))
+    ckpts = [torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in dirs]
+    returns = [[r["return_mean"] for r in read_csv(d)] for d in dirs]
+    assert returns[0] == returns[1] and same_weights(ckpts[0]["actor"], ckpts[1]["actor"])
+    assert not same_weights(ckpts[0]["actor"], ckpts[2]["actor"])
+
+
+def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
+    common = TINY + ["--total-timesteps", "3000", "--pretrain-steps", "1000", "--eval-freq", "100", "--save-model", "--seed", "5"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "td3bc_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    ckpts = []
+    while time.time() < deadline and not ckpts:
+        ckpts = glob.glob(str(tmp_path / "killed" / "*" / "checkpoint.pt"))
+        time.sleep(0.01)
+    assert ckpts, "no checkpoint appeared"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = os.path.dirname(ckpts[0])
+    killed_at = torch.load(ckpts[0], weights_only=False)["update"]
+    assert killed_at < 3000, "the run finished before it could be killed"
+
+    res = run_script(["--resume", run_dir])
+    assert res.returncode == 0, res.stderr
+    assert f"resuming {run_dir} at update {killed_at}" in res.stdout
+    rows = read_csv(run_dir)
+    assert [int(r["update"]) for r in rows] == list(range(100, 3001, 100))  # earlier rows kept, none twice
+
+    ref = run_script(common + ["--runs-dir", str(tmp_path / "straight")])
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = run_dir_of(ref.stdout)
+    assert [r["return_mean"] for r in rows] == [r["return_mean"] for r in read_csv(ref_dir)]
+    final, ref_final = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (run_dir, ref_dir))
+    assert final["update"] == ref_final["update"] == 3000
+    for key in ("actor", "critic", "actor_target", "critic_target"):
+        assert same_weights(final[key], ref_final[key]), key
+
+
+def test_resume_errors(minari_root, tmp_path):
+    res = run_script(["--resume", str(tmp_path / "nowhere")])
+    assert res.returncode == 1 and "no config.json" in res.stderr
+    ok = run_script(TINY + ["--total-timesteps", "100", "--eval-freq", "100", "--runs-dir", str(tmp_path)])
+    res = run_script(["--resume", run_dir_of(ok.stdout)])
+    assert res.returncode == 1 and "no checkpoint.pt" in res.stderr and "--save-model" in res.stderr
+
+
+def test_track_wandb_offline(minari_root, tmp_path):
+    res = run_script(TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--track",
+                             "--wandb-project-name", "unit-test", "--runs-dir", str(tmp_path)],
+                     env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert res.returncode == 0, res.stderr
+    runs = glob.glob(os.path.join(run_dir_of(res.stdout), "wandb", "offline-run-*", "run-*.wandb"))
+    assert runs, "no offline wandb run written"
+    blob = open(runs[0], "rb").read()
+    assert b"eval/normalized_score" in blob and b"losses/critic_mc" in blob and b"losses/critic_td" in blob
+
+
+def test_unknown_env_id_lists_short_names(minari_root):
+    res = run_script(["--env-id", "hopper-mediun"])
+    assert res.returncode == 1
+    assert "unknown env id 'hopper-mediun'" in res.stderr and "hopper-medium" in res.stderr and "pen-human" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_dataset_not_found_offline(minari_root):
+    res = run_script(["--env-id", "halfcheetah-medium", "--no-compile"], env_extra={"HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 1
+    assert "mujoco/halfcheetah/medium-v0" in res.stderr and "not available locally" in res.stderr
+    assert "minari download mujoco/halfcheetah/medium-v0" in res.stderr and "MINARI_DATASETS_PATH" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_nan_loss_stops_run_and_names_it(minari_root, tmp_path):
+    for pretrain, name in ((0, "losses/critic_td"), (200, "losses/critic_mc")):
+        res = run_script(TINY + ["--total-timesteps", "400", "--pretrain-steps", str(pretrain), "--learning-rate", "1e30",
+                                 "--log-freq", "20", "--eval-freq", "200", "--runs-dir", str(tmp_path)])
+        assert res.returncode == 1
+        phase = "pretrain" if pretrain else "finetune"
+        assert f"{name} is" in res.stderr and f"(phase {phase};" in res.stderr and "at update 20" in res.stderr
+
+
+def test_bad_arguments_are_named(minari_root):
+    res = run_script(["--td-lambda", "2", "--eval-freq", "0"])
+    assert res.returncode == 1
+    assert "--td-lambda must be in [0, 1]" in res.stderr and "--eval-freq must be at least 1" in res.stderr
+
+
+def test_every_option_runs(minari_root, tmp_path):
+    """Each non-default value of every flag, across two runs, reaches config.json and the run finishes."""
+    first = ["--env-id", "local/hopper/random-v0", "--seed", "2", "--torch-deterministic", "--no-cuda", "--exp-name", "opts",
+             "--total-timesteps", "300", "--pretrain-steps", "200", "--pretrain-mode", "both", "--batch-size", "32",
+             "--gamma", "0.95", "--tau", "0.01", "--learning-rate", "1e-3", "--hidden-dims", "16", "16", "16",
+             "--no-actor-layernorm", "--no-critic-layernorm", "--no-normalize-states", "--td-lambda", "0.5",
+             "--mc-tail", "none", "--pretrain-cql-weight", "1.0", "--cql-n-actions", "4", "--cql-temperature", "2.0",
+             "--alpha", "3.0", "--policy-noise", "0.1", "--noise-clip", "0.2", "--policy-frequency", "1",
+             "--eval-freq", "150", "--eval-episodes", "1", "--eval-protocol", "paper", "--log-freq", "10",
+             "--mc-max-target", "--no-compile", "--runs-dir", str(tmp_path)]
+    res = run_script(first)
+    assert res.returncode == 0, res.stderr
+    run_dir = run_dir_of(res.stdout)
+    assert os.path.basename(run_dir).startswith("local-hopper-random-v0__opts__2__")
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    assert cfg["hidden_dims"] == [16, 16, 16] and cfg["mc_tail"] == "none" and cfg["td_lambda"] == 0.5
+    assert cfg["pretrain_cql_weight"] == 1.0 and cfg["alpha"] == 3.0 and cfg["mc_max_target"] is True
+    assert "TD3+BC alpha 3.0" in res.stdout
+    assert [int(r["update"]) for r in read_csv(run_dir)] == [150, 300]
+    # the compiled path (the default) gives a finite run too
+    res = run_script(TINY[:-2] + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100",
+                                  "--compile", "--runs-dir", str(tmp_path / "compiled")])
+    assert res.returncode == 0, res.stderr
+    assert all(np.isfinite(float(r["normalized_mean"])) for r in read_csv(run_dir_of(res.stdout)))

@@ -1,0 +1,174 @@
+"""utils.py: names, errors, flattening at episode boundaries, scores, evaluation, build-random."""
+
+import os
+
+import numpy as np
+import pytest
+
+import utils
+from conftest import ROOT, run_script
+
+
+def make_dataset(dataset_id, episodes, ref=None):
+    """A Hopper-v5 shaped dataset from hand-made episodes: list of (T, terminated)."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    buffers, k = [], 0
+    for i, (T, terminated) in enumerate(episodes):
+        obs = np.arange(k, k + T + 1, dtype=np.float64)[:, None].repeat(11, 1)  # row t holds its global index
+        k += T + 1
+        te = np.zeros(T, bool)
+        te[-1] = terminated
+        tr = np.zeros(T, bool)
+        buffers.append(EpisodeBuffer(id=i, observations=obs, actions=np.full((T, 3), 0.5, np.float32),
+                                     rewards=np.arange(T, dtype=np.float64), terminations=te, truncations=tr, infos={}))
+    kwargs = {} if ref is None else {"ref_min_score": ref[0], "ref_max_score": ref[1]}
+    return minari.create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", **kwargs)
+
+
+def test_short_names_resolve():
+    assert utils.resolve_dataset_id("hopper-medium") == "mujoco/hopper/medium-v0"
+    assert utils.resolve_dataset_id("pen-human") == "D4RL/pen/human-v2"
+    assert utils.resolve_dataset_id("door-cloned") == "D4RL/door/cloned-v2"
+    assert utils.resolve_dataset_id("walker2d-expert") == "mujoco/walker2d/expert-v0"
+    assert utils.resolve_dataset_id("hopper-random") == "local/hopper/random-v0"
+    assert utils.resolve_dataset_id("local/hopper/medium-v0") == "local/hopper/medium-v0"
+
+
+def test_unknown_short_name_lists_known_ones():
+    with pytest.raises(utils.DatasetError) as e:
+        utils.resolve_dataset_id("hopper-mediun")
+    msg = str(e.value)
+    assert "unknown env id 'hopper-mediun'" in msg
+    assert "hopper-medium" in msg and "pen-human" in msg and "mujoco/hopper/medium-v0" in msg
+
+
+def test_missing_dataset_explains_fix(minari_root, monkeypatch):
+    import minari
+
+    def offline(dataset_id, *a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(minari, "download_dataset", offline)
+    with pytest.raises(utils.DatasetError) as e:
+        utils.load_dataset("halfcheetah-medium")
+    msg = str(e.value)
+    assert "mujoco/halfcheetah/medium-v0" in msg
+    assert os.path.join(minari_root, "mujoco/halfcheetah/medium-v0") in msg  # the path searched
+    assert "ConnectionError: no network" in msg  # the underlying error
+    assert "minari download mujoco/halfcheetah/medium-v0" in msg and "MINARI_DATASETS_PATH" in msg
+
+
+def test_missing_random_dataset_says_how_to_build(minari_root):
+    with pytest.raises(utils.DatasetError, match="python utils.py build-random walker2d"):
+        utils.load_dataset("walker2d-random")
+
+
+def test_flatten_boundaries(minari_root):
+    ds = make_dataset("test/hopper/flat-v0", [(3, True), (2, False), (4, False)])
+    d = utils.flatten_dataset(ds)
+    assert d["observations"].shape == (9, 11) and d["next_observations"].shape == (9, 11)
+    assert all(v.dtype == np.float32 for v in d.values())
+    # observation row t of an episode starting at global row k holds k + t; T + 1 rows per episode
+    np.testing.assert_array_equal(d["observations"][:, 0], [0, 1, 2, 4, 5, 7, 8, 9, 10])
+    np.testing.assert_array_equal(d["next_observations"][:, 0], [1, 2, 3, 5, 6, 8, 9, 10, 11])
+    np.testing.assert_array_equal(d["terminations"], [0, 0, 1, 0, 0, 0, 0, 0, 0])
+    # the last step of every episode that did not terminate is truncated
+    np.testing.assert_array_equal(d["truncations"], [0, 0, 0, 0, 1, 0, 0, 0, 1])
+    np.testing.assert_array_equal(d["rewards"], [0, 1, 2, 0, 1, 0, 1, 2, 3])
+
+
+def test_reference_scores_metadata_then_table_then_none(minari_root):
+    with_meta = make_dataset("test/hopper/meta-v0", [(2, True)], ref=(-1.0, 9.0))
+    assert utils.reference_scores(with_meta) == (-1.0, 9.0)
+    no_meta = make_dataset("test/hopper/nometa-v0", [(2, True)])
+    assert utils.reference_scores(no_meta) == (-20.272305, 3234.3)  # D4RL's hopper entry
+    unknown = make_dataset("test/thing/nometa-v0", [(2, True)])
+    assert utils.reference_scores(unknown) is None
+    assert np.isnan(utils.normalized_score([1.0], None)).all()
+
+
+def test_normalized_score():
+    np.testing.assert_allclose(utils.normalized_score([0.0, 5.0, 10.0], (0.0, 10.0)), [0.0, 50.0, 100.0])
+    np.testing.assert_allclose(utils.normalized_score([-20.272305], utils.D4RL_REF_SCORES["hopper"]), [0.0], atol=1e-9)
+
+
+def test_paper_protocol_scores_and_time_limit(minari_root):
+    pen = make_dataset("test/pen/proto-v0", [(2, True)])  # task read from the id
+    assert utils.reference_scores(pen, "paper") == (-162.09, 3076.8331)
+    assert utils.reference_scores(pen, "d4rl") == (96.262799, 3076.8331)
+    assert utils.eval_time_limit(pen, "paper") == 100
+    assert utils.eval_time_limit(pen, "d4rl") is None
+    hopper = utils.load_dataset("hopper-random")
+    assert utils.eval_time_limit(hopper, "paper") is None  # MuJoCo tasks keep D4RL's protocol
+    with pytest.raises(ValueError, match="unknown eval protocol"):
+        utils.eval_time_limit(hopper, "fast")
+
+
+def test_evaluate_parallel_seeded_and_normalized(minari_root):
+    ds = utils.load_dataset("hopper-random")
+    envs = utils.make_eval_envs(ds, 3)
+    assert envs.envs[0].spec.max_episode_steps == 1000  # the dataset's eval env
+    seen = []
+
+    def policy(obs):
+        seen.append(obs.copy())
+        return np.zeros((obs.shape[0], 3), np.float32)
+
+    mean, std = np.full(11, 1.0, np.float32), np.full(11, 2.0, np.float32)
+    r1, s1 = utils.evaluate(policy, envs, mean, std, [1, 2, 3], utils.reference_scores(ds))
+    first_obs = seen[0]
+    r2, _ = utils.evaluate(policy, envs, mean, std, [1, 2, 3], utils.reference_scores(ds))
+    r3, _ = utils.evaluate(policy, envs, mean, std, [4, 5, 6], utils.reference_scores(ds))
+    np.testing.assert_array_equal(r1, r2)  # reproducible
+    assert len(set(np.round(r1, 6))) == 3  # seeds differ per episode
+    assert not np.array_equal(r1, r3)
+    np.testing.assert_allclose(s1, 100 * (r1 + 20.272305) / (3234.3 + 20.272305))
+    # the policy sees normalized observations: raw = first_obs * std + mean, and Hopper starts near z=1.25
+    raw = first_obs * std + mean
+    assert np.all(np.abs(raw[:, 0] - 1.25) < 0.01)
+    short = utils.make_eval_envs(ds, 1, max_episode_steps=5)
+    assert short.envs[0].spec.max_episode_steps == 5
+
+
+def test_build_random_cli(tmp_path):
+    root = str(tmp_path / "root")
+    res = run_script(["build-random", "hopper", "--steps", "300", "--seed", "3"], script="utils.py",
+                     env_extra={"MINARI_DATASETS_PATH": root})
+    assert res.returncode == 0, res.stderr
+    assert f"wrote local/hopper/random-v0 to {os.path.join(root, 'local/hopper/random-v0')}" in res.stdout
+    assert "--env-id hopper-random" in res.stdout
+    again = run_script(["build-random", "hopper", "--steps", "300"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root})
+    assert "already exists" in again.stdout
+    import minari
+
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = root
+    try:
+        ds = minari.load_dataset("local/hopper/random-v0")
+        assert ds.total_steps >= 300
+        assert ds.storage.metadata["ref_min_score"] == utils.D4RL_REF_SCORES["hopper"][0]
+        assert ds.recover_environment(eval_env=True).spec.max_episode_steps == 1000
+        d = utils.flatten_dataset(ds)
+        assert np.all(np.abs(d["actions"]) <= 1.0) and d["actions"].std() > 0.4  # uniform on [-1, 1]
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def test_build_random_is_seeded(tmp_path, monkeypatch):
+    import minari
+
+    arrays = []
+    for i in range(2):
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / f"r{i}"))
+        utils.build_random_dataset("hopper", steps=200, seed=7)
+        arrays.append(utils.flatten_dataset(minari.load_dataset("local/hopper/random-v0")))
+    for key in arrays[0]:
+        np.testing.assert_array_equal(arrays[0][key], arrays[1][key])
+
+
+def test_list_command():
+    res = run_script(["list"], script="utils.py")
+    assert res.returncode == 0
+    assert "hopper-medium" in res.stdout and "mujoco/hopper/medium-v0" in res.stdout
