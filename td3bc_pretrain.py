@@ -280,6 +280,12 @@ def bc_loss(actor, obs, act):
     return loss, {"losses/actor_bc": loss}
 
 
+def gradient_step(optimizer, loss):
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 # plumbing
 def check_args(args: Args):
     problems = []
@@ -451,31 +457,23 @@ def main(args: Args):
             if pretrain_critic:
                 loss, info = critic_pretrain_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
                 losses.update(info)
-                critic_optimizer.zero_grad()
-                loss.backward()
-                critic_optimizer.step()
+                gradient_step(critic_optimizer, loss)
             if pretrain_actor:
                 loss, info = bc_fn(actor, obs, act)
                 losses.update(info)
-                actor_optimizer.zero_grad()
-                loss.backward()
-                actor_optimizer.step()
+                gradient_step(actor_optimizer, loss)
             with torch.no_grad():
                 torch._foreach_lerp_(target_params, online_params, args.tau)
         else:  # TD3+BC
             loss, info = critic_finetune_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
             losses.update(info)
-            critic_optimizer.zero_grad()
-            loss.backward()
-            critic_optimizer.step()
+            gradient_step(critic_optimizer, loss)
             if global_step % args.policy_frequency == 0:
                 critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
                 loss, info = actor_finetune_fn(actor, critic, obs, act, alpha)
                 critic.requires_grad_(True)
                 losses.update(info)
-                actor_optimizer.zero_grad()
-                loss.backward()
-                actor_optimizer.step()
+                gradient_step(actor_optimizer, loss)
                 with torch.no_grad():
                     torch._foreach_lerp_(target_params, online_params, args.tau)
 
@@ -489,8 +487,8 @@ def main(args: Args):
                 if not np.isfinite(value):
                     raise FloatingPointError(
                         f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
-                        f"{max(update - args.log_freq, 0)}). Lower --learning-rate, check the dataset for extreme "
-                        f"values, or resume from the last checkpoint with --resume {run_dir}")
+                        f"{max(update - args.log_freq, 0)}). Lower --learning-rate or check the dataset for extreme "
+                        f"values" + (f"; the last checkpoint is in {run_dir}" if args.save_model else ""))
             now = time.time()
             t_train += now - t_mark
             ups = (update - step_mark) / max(now - t_mark, 1e-9)
