@@ -334,3 +334,19 @@ def test_every_option_runs(minari_root, tmp_path):
     assert "TD3+BC alpha 3.0" in res.stdout
     assert [int(r["update"]) for r in read_csv(run_dir)] == [150, 300]
     # --compile (the default) runs in tests/test_main_job.py through the README command
+
+
+def test_adroit_random_dataset_with_paper_protocol(tmp_path):
+    import utils
+
+    root = str(tmp_path / "minari")
+    res = run_script(["build-random", "pen", "--steps", "200"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root})
+    assert res.returncode == 0, res.stderr
+    res = run_script(TINY[2:] + ["--env-id", "pen-random", "--eval-protocol", "paper", "--total-timesteps", "100",
+                                 "--pretrain-steps", "50", "--eval-freq", "100", "--runs-dir", str(tmp_path)],
+                     env_extra={"MINARI_DATASETS_PATH": root})
+    assert res.returncode == 0, res.stderr
+    assert "reference scores (paper): random -162.09, expert 3076.8331" in res.stdout
+    (row,) = read_csv(run_dir_of(res.stdout))
+    expected = utils.normalized_score([float(row["return_mean"])], (-162.09, 3076.8331))[0]
+    assert abs(float(row["normalized_mean"]) - expected) < 1e-6
