@@ -168,17 +168,21 @@ class Critic(nn.Module):
         self.num_critics = num_critics
 
     def forward(self, obs, act, first_n: Optional[int] = None):
-        """Q-values of the first `first_n` members (all by default)."""
+        """Q-values of the first `first_n` members (all by default) for shared inputs: [n, *batch]."""
         n = first_n or self.num_critics
         x = torch.cat([obs, act], -1)
         batch_shape = x.shape[:-1]
-        x = x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)
+        return self.members(x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)).reshape(n, *batch_shape)
+
+    def members(self, x):
+        """Member i applied to x[i]: [n, B, obs + act] -> [n, B]."""
+        n = x.shape[0]
         for i, linear in enumerate(self.linears[:-1]):
             x = linear(x, n)
             if self.norms is not None:
                 x = self.norms[i](x, n)
             x = F.relu(x)
-        return self.linears[-1](x, n).reshape(n, *batch_shape)
+        return self.linears[-1](x, n).squeeze(-1)
 
 
 # ALGO LOGIC: returns

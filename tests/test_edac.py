@@ -1,0 +1,264 @@
+"""edac_pretrain.py: soft returns, tanh-Gaussian actor, ensemble diversity, end to end."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import edac_pretrain as E
+import td3bc_pretrain as T
+from conftest import ROOT, run_script
+
+TINY_EDAC = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
+             "--num-critics", "3", "--entropy-samples", "2", "--no-compile", "--no-cuda"]
+
+
+def read_csv(run_dir):
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def run_dir_of(stdout):
+    return next(l for l in stdout.splitlines() if "run dir " in l).split("run dir ")[1].strip()
+
+
+def run_edac(args, **kw):
+    return run_script(args, script="edac_pretrain.py", **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# soft returns
+# ---------------------------------------------------------------------------------------------
+def test_soft_returns_terminated_bonus_starts_at_next_step():
+    r, h = [1.0, 2.0, 3.0], [10.0, 20.0, 30.0]
+    R = E.soft_mc_returns(r, h, [0, 0, 1], [0, 0, 0], gamma=0.5, alpha=0.1)
+    # R2 = 3; R1 = 2 + .5 (.1 * 30 + 3) = 5; R0 = 1 + .5 (.1 * 20 + 5) = 4.5  (H(s_0) never counts)
+    np.testing.assert_allclose(R, [4.5, 5.0, 3.0])
+
+
+def test_soft_returns_truncated_tails():
+    r, h = [1.0, 2.0], [10.0, 20.0]
+    R = E.soft_mc_returns(r, h, [0, 0], [0, 1], gamma=0.5, alpha=0.1, tail="geometric")
+    # R1 = 2 + .5 / .5 * (2 + .1 * 20) = 6; R0 = 1 + .5 (.1 * 20 + 6) = 5
+    np.testing.assert_allclose(R, [5.0, 6.0])
+    R = E.soft_mc_returns(r, h, [0, 0], [0, 1], gamma=0.5, alpha=0.1, tail="none")
+    np.testing.assert_allclose(R, [1 + 0.5 * (2 + 2), 2.0])
+
+
+def test_soft_returns_several_episodes_do_not_leak():
+    r, h = [1.0, 1.0, 5.0, 5.0], [1.0, 2.0, 100.0, 200.0]
+    R = E.soft_mc_returns(r, h, [0, 1, 0, 1], [0, 0, 0, 0], gamma=0.9, alpha=1.0)
+    # episode 1 must not see episode 2's entropy 100 at its end
+    np.testing.assert_allclose(R, [1 + 0.9 * (2 + 1), 1.0, 5 + 0.9 * (200 + 5), 5.0])
+
+
+def test_soft_returns_with_zero_alpha_are_hard_returns():
+    rng = np.random.default_rng(0)
+    r, h = rng.normal(size=500), rng.normal(size=500)
+    term, trunc = rng.random(500) < 0.02, rng.random(500) < 0.02
+    np.testing.assert_allclose(E.soft_mc_returns(r, h, term, trunc, 0.99, 0.0), T.mc_returns(r, term, trunc, 0.99), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------------------------
+def test_actor_log_prob_matches_torch_tanh_gaussian():
+    torch.manual_seed(0)
+    actor = E.Actor(4, 2, (16,), True, np.array([-1, -2], np.float32), np.array([1, 2], np.float32))
+    obs = torch.randn(5, 4)
+    mu, std = actor.dist(obs)
+    base = torch.distributions.Normal(mu, std)
+    transforms = [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(actor.action_bias, actor.action_scale)]
+    dist = torch.distributions.TransformedDistribution(base, transforms)
+    act = torch.tensor([[0.3, -1.0], [0.0, 1.5], [-0.9, 0.1], [0.5, 0.5], [0.2, -0.2]])
+    torch.testing.assert_close(actor.log_prob(obs, act), dist.log_prob(act).sum(-1), rtol=1e-4, atol=1e-4)
+    sampled, log_prob = actor(obs)
+    torch.testing.assert_close(log_prob, dist.log_prob(sampled).sum(-1), rtol=1e-3, atol=1e-3)
+    edge = actor.log_prob(obs[:2], torch.tensor([[1.0, 2.0], [-1.0, -2.0]]))  # actions on the box edge
+    assert torch.isfinite(edge).all()
+
+
+def test_log_std_is_clipped():
+    actor = E.Actor(2, 1, (8,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
+    with torch.no_grad():
+        actor.net[-1].bias.copy_(torch.tensor([0.0, 50.0]))
+    assert torch.allclose(actor.dist(torch.zeros(3, 2))[1], torch.tensor(np.exp(2.0), dtype=torch.float32))
+
+
+@pytest.mark.parametrize("module", [E, T])
+def test_ensemble_equals_separate_mlps(module):
+    torch.manual_seed(0)
+    critic = module.Critic(5, 2, (16, 8), layernorm=True, num_critics=4)
+    with torch.no_grad():
+        for norm in critic.norms:
+            norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    obs, act = torch.randn(7, 5), torch.randn(7, 2)
+    q = critic(obs, act)
+    for i in range(4):
+        layers = []
+        for j, lin in enumerate(critic.linears):
+            linear = nn.Linear(*lin.weight.shape[1:])
+            linear.weight.data, linear.bias.data = lin.weight[i].T.clone(), lin.bias[i, 0].clone()
+            layers.append(linear)
+            if j < len(critic.norms):
+                ln = nn.LayerNorm(lin.weight.shape[2])
+                ln.weight.data, ln.bias.data = critic.norms[j].weight[i, 0].clone(), critic.norms[j].bias[i, 0].clone()
+                layers += [ln, nn.ReLU()]
+        torch.testing.assert_close(q[i], nn.Sequential(*layers)(torch.cat([obs, act], 1)).squeeze(1))
+
+
+class LinearInAction(nn.Module):
+    """Member i: Q_i(s, a) = w_i . a, so grad_a Q_i = w_i."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w, self.num_critics = torch.as_tensor(w, dtype=torch.float32), len(w)
+
+    def members(self, x):
+        return (x[..., -self.w.shape[1]:] * self.w[:, None, :]).sum(-1)
+
+
+def test_diversity_hand_computed():
+    critic = LinearInAction([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    q, div = E.q_and_diversity(critic, torch.zeros(4, 3), torch.randn(4, 2))
+    # cos(w1, w2) = 0, cos(w1, w3) = cos(w2, w3) = 1/sqrt(2); (2 * (0 + 2/sqrt(2))) / (N - 1) = sqrt(2)
+    torch.testing.assert_close(div, torch.tensor(2 ** 0.5))
+    assert q.shape == (3, 4)
+
+
+def test_diversity_is_maximal_for_identical_members():
+    torch.manual_seed(0)
+    critic = E.Critic(3, 2, (16,), True, num_critics=4)
+    obs, act = torch.randn(32, 3), torch.rand(32, 2)
+    _, spread = E.q_and_diversity(critic, obs, act)
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.copy_(p[:1].expand_as(p))
+    _, same = E.q_and_diversity(critic, obs, act)
+    torch.testing.assert_close(same, torch.tensor(4.0))  # N when every cosine is 1
+    assert spread < same - 0.5
+
+
+def test_soft_bc_raises_the_likelihood_of_data_actions():
+    torch.manual_seed(0)
+    actor = E.Actor(3, 2, (32,), True, np.full(2, -1, np.float32), np.ones(2, np.float32))
+    obs = torch.randn(256, 3)
+    act = torch.tanh(obs[:, :2])
+    opt = torch.optim.Adam(actor.parameters(), 3e-3)
+    before = actor.log_prob(obs, act).mean().item()
+    for _ in range(200):
+        loss, _, _ = E.soft_bc_loss(actor, obs, act, torch.tensor(0.1))
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert actor.log_prob(obs, act).mean().item() > before + 2.0
+
+
+def test_task_defaults():
+    assert E.task_defaults("hopper-medium", "hopper") == (50, 1.0)
+    assert E.task_defaults("halfcheetah-medium", "halfcheetah") == (10, 1.0)
+    assert E.task_defaults("pen-human", "pen") == (20, 1000.0)
+    assert E.task_defaults("D4RL/pen/cloned-v2", "pen") == (20, 10.0)
+    assert E.task_defaults("door-human", "door") == (50, 200.0)
+    assert E.task_defaults("my/own-v0", None) == (10, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)])
+def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
+    res = run_edac(TINY_EDAC + ["--total-timesteps", "300", "--pretrain-steps", str(pretrain), "--pretrain-mode", mode,
+                                "--eval-freq", "100", "--log-freq", "50", "--save-model", "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    run_dir = run_dir_of(res.stdout)
+    rows = read_csv(run_dir)
+    assert [int(r["update"]) for r in rows] == [100, 200, 300]
+    assert [r["phase"] for r in rows] == ["pretrain"] * (pretrain // 100) + ["finetune"] * (3 - pretrain // 100)
+    assert all(np.isfinite(float(r["normalized_mean"])) for r in rows)
+    soft_at = {"both": 100, "critic": 0}.get(mode) if pretrain else None
+    if soft_at is None:
+        assert "soft returns" not in res.stdout
+    else:
+        assert f"soft returns at update {soft_at}: alpha" in res.stdout
+    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    assert (ckpt["soft_return"] is None) == (soft_at is None)
+    assert "EDAC num_critics 3, eta 1.0 (task default)" in res.stdout
+
+
+def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
+    ckpts = []
+    for total in (100, 200):  # end of soft BC, end of critic pretraining
+        res = run_edac(TINY_EDAC + ["--total-timesteps", str(total), "--pretrain-steps", "200", "--eval-freq", "100",
+                                    "--save-model", "--runs-dir", str(tmp_path / str(total))])
+        assert res.returncode == 0, res.stderr
+        ckpts.append(torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False))
+    assert all(torch.equal(ckpts[0]["actor"][k], ckpts[1]["actor"][k]) for k in ckpts[0]["actor"])
+    assert torch.equal(ckpts[0]["log_alpha"], ckpts[1]["log_alpha"])
+    assert not all(torch.equal(ckpts[0]["critic"][k], ckpts[1]["critic"][k]) for k in ckpts[0]["critic"])
+    assert ckpts[1]["frozen_alpha"] == pytest.approx(float(ckpts[0]["log_alpha"].exp()))
+
+
+def test_two_critics_and_every_edac_option(minari_root, tmp_path):
+    res = run_edac(TINY_EDAC[:-6] + ["--num-critics", "2", "--eta", "5.0", "--entropy-samples", "3",
+                                     "--actor-pretrain-fraction", "0.25", "--initial-alpha", "0.5", "--td-lambda", "0.3",
+                                     "--mc-tail", "none", "--no-actor-layernorm", "--no-critic-layernorm", "--no-compile",
+                                     "--total-timesteps", "200", "--pretrain-steps", "200", "--eval-freq", "200",
+                                     "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    assert "EDAC num_critics 2, eta 5.0" in res.stdout and "soft returns at update 50:" in res.stdout
+    cfg = json.load(open(os.path.join(run_dir_of(res.stdout), "config.json")))
+    assert cfg["num_critics"] == 2 and cfg["actor_pretrain_fraction"] == 0.25 and cfg["initial_alpha"] == 0.5
+
+
+def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
+    common = TINY_EDAC + ["--total-timesteps", "1500", "--pretrain-steps", "600", "--eval-freq", "50", "--save-model", "--seed", "5"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "edac_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, run_dir, killed_at = time.time() + 300, None, 0
+    while time.time() < deadline:  # kill once the checkpoint is past the soft-return computation
+        found = glob.glob(str(tmp_path / "killed" / "*" / "checkpoint.pt"))
+        if found:
+            try:
+                killed_at = torch.load(found[0], weights_only=False)["update"]
+            except Exception:
+                killed_at = 0
+            if killed_at >= 400:
+                run_dir = os.path.dirname(found[0])
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert run_dir and killed_at < 1500, "could not kill the run mid-way"
+    res = run_edac(["--resume", run_dir])
+    assert res.returncode == 0, res.stderr
+    ref = run_edac(common + ["--runs-dir", str(tmp_path / "straight")])
+    ref_dir = run_dir_of(ref.stdout)
+    assert [r["return_mean"] for r in read_csv(run_dir)] == [r["return_mean"] for r in read_csv(ref_dir)]
+    a, b = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (run_dir, ref_dir))
+    for key in ("actor", "critic", "critic_target"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert torch.equal(a["log_alpha"], b["log_alpha"])
+
+
+def test_errors(minari_root):
+    res = run_edac(["--env-id", "hopper-mediun"])
+    assert res.returncode == 1 and "unknown env id 'hopper-mediun'" in res.stderr and "hopper-medium" in res.stderr
+    res = run_edac(["--actor-pretrain-fraction", "1.5", "--num-critics", "0"])
+    assert res.returncode == 1
+    assert "--actor-pretrain-fraction must be in [0, 1]" in res.stderr and "--num-critics must be at least 1" in res.stderr
+
+
+def test_every_args_field_is_documented_in_help():
+    res = run_edac(["--help"])
+    assert res.returncode == 0
+    for field in E.Args.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in res.stdout, field

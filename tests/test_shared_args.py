@@ -1,0 +1,40 @@
+"""The Args fields that the scripts share have the same names, types and defaults (STYLE.md rule 2)."""
+
+import ast
+import itertools
+import os
+
+from conftest import ROOT
+
+SCRIPTS = [s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py")
+           if os.path.exists(os.path.join(ROOT, s))]
+# Differences on purpose: the run-name prefix is the script's name; EDAC's networks are 256 x 3.
+INTENDED = {"exp_name", "hidden_dims"}
+SHARED = {"env_id", "seed", "total_timesteps", "pretrain_steps", "pretrain_mode", "batch_size", "gamma", "tau",
+          "learning_rate", "eval_freq", "eval_episodes", "eval_protocol", "track", "wandb_project_name", "wandb_entity",
+          "cuda", "save_model", "resume", "td_lambda", "mc_tail", "actor_layernorm", "critic_layernorm",
+          "normalize_states", "log_freq", "runs_dir", "compile", "torch_deterministic"}
+
+
+def args_fields(script):
+    tree = ast.parse(open(os.path.join(ROOT, script)).read())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Args")
+    return {item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value))
+            for item in cls.body if isinstance(item, ast.AnnAssign)}
+
+
+def test_at_least_two_scripts():
+    assert len(SCRIPTS) >= 2
+
+
+def test_every_script_has_the_shared_fields():
+    for script in SCRIPTS:
+        missing = SHARED - set(args_fields(script))
+        assert not missing, (script, missing)
+
+
+def test_common_fields_agree():
+    for a, b in itertools.combinations(SCRIPTS, 2):
+        fa, fb = args_fields(a), args_fields(b)
+        for name in (set(fa) & set(fb)) - INTENDED:
+            assert fa[name] == fb[name], f"{name}: {a} {fa[name]} vs {b} {fb[name]}"
