@@ -33,5 +33,17 @@ def run_script(args, cwd=ROOT, env_extra=None, timeout=600, script="td3bc_pretra
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def read_csv(run_dir):
+    import csv
+
+    with open(os.path.join(run_dir, "eval.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def run_dir_of(stdout):
+    """The run directory a script printed at start."""
+    return next(line for line in stdout.splitlines() if "run dir " in line).split("run dir ")[1].strip()
+
+
 TINY = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
         "--no-compile", "--no-cuda"]

@@ -16,19 +16,14 @@ import torch.nn as nn
 
 import edac_pretrain as E
 import td3bc_pretrain as T
-from conftest import ROOT, run_script
+from conftest import ROOT, read_csv, run_dir_of, run_script
 
 TINY_EDAC = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
              "--num-critics", "3", "--entropy-samples", "2", "--no-compile", "--no-cuda"]
 
 
-def read_csv(run_dir):
-    with open(os.path.join(run_dir, "eval.csv")) as f:
-        return list(csv.DictReader(f))
 
 
-def run_dir_of(stdout):
-    return next(l for l in stdout.splitlines() if "run dir " in l).split("run dir ")[1].strip()
 
 
 def run_edac(args, **kw):
