@@ -16,7 +16,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, Optional, Tuple
 
 import numpy as np
@@ -46,10 +46,11 @@ class Args:
     """the wandb entity (team)"""
     env_id: str = "hopper-medium"
     """dataset: a D4RL-style short name (hopper-medium, pen-human, hopper-random, ...) or a Minari id"""
-    total_timesteps: int = 1_000_000
-    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute"""
-    pretrain_steps: int = 50_000
-    """supervised pretraining updates at the start of the run (0 = no pretraining)"""
+    total_timesteps: Optional[int] = None
+    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
+    (default: 300k on Adroit, else 1M)"""
+    pretrain_steps: Optional[int] = None
+    """supervised pretraining updates at the start of the run, 0 = no pretraining (default: 200k on Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
     batch_size: int = 256
@@ -89,6 +90,8 @@ class Args:
     """evaluation episodes, run in parallel"""
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: longer time limits, re-measured random scores)"""
+    score_window: Optional[Tuple[int, int]] = None
+    """START END: also report the mean normalized score of the evaluations in [START, END] (default: 200000 300000 on Adroit)"""
     log_freq: int = 1000
     """log losses (and check them for NaN/inf) every this many updates"""
     save_model: bool = False
@@ -115,6 +118,18 @@ def task_defaults(env_id: str, task: Optional[str]):
         if task == t and level in env_id:
             eta = value
     return EDAC_NUM_CRITICS.get(task, 10), eta
+
+
+def resolve_defaults(args: Args) -> Args:
+    """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
+    task = utils.task_of(utils.resolve_dataset_id(args.env_id))
+    total, pretrain = utils.default_budget(task)
+    num_critics, eta = task_defaults(args.env_id, task)
+    filled = {"total_timesteps": total, "pretrain_steps": pretrain, "score_window": utils.default_score_window(task),
+              "num_critics": num_critics, "eta": eta}
+    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
+    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return replace(args, **filled)
 
 
 # ALGO LOGIC: networks
@@ -368,6 +383,8 @@ def check_args(args: Args):
         problems.append(f"--eta must be >= 0 (got {args.eta})")
     if args.initial_alpha <= 0:
         problems.append(f"--initial-alpha must be > 0 (got {args.initial_alpha})")
+    if args.score_window is not None and args.score_window[0] > args.score_window[1]:
+        problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
     if not args.hidden_dims or min(args.hidden_dims) < 1:
         problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
     if problems:
@@ -381,6 +398,7 @@ def load_resume_args(run_dir: str) -> Args:
     with open(path) as f:
         config = json.load(f)
     config["hidden_dims"] = tuple(config["hidden_dims"])
+    config["score_window"] = tuple(config["score_window"]) if config["score_window"] else None
     config["resume"] = run_dir
     return Args(**config)
 
@@ -395,16 +413,12 @@ EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_
 
 
 def main(args: Args):
-    if args.resume:
-        args = load_resume_args(args.resume)
+    args = load_resume_args(args.resume) if args.resume else resolve_defaults(args)
     check_args(args)
     dataset = utils.load_dataset(args.env_id)
     data = utils.flatten_dataset(dataset)
-    task = utils.task_of(dataset.spec.dataset_id)
     ref = utils.reference_scores(dataset, args.eval_protocol)
-    default_num_critics, default_eta = task_defaults(args.env_id, task)
-    num_critics = args.num_critics if args.num_critics is not None else default_num_critics
-    eta = args.eta if args.eta is not None else default_eta
+    num_critics, eta = args.num_critics, args.eta
 
     if args.resume:
         run_dir = args.resume
@@ -429,8 +443,7 @@ def main(args: Args):
         print(f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): only raw returns will be reported")
     else:
         print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}")
-    print(f"EDAC num_critics {num_critics}" + (" (task default)" if args.num_critics is None else "")
-          + f", eta {eta}" + (" (task default)" if args.eta is None else ""))
+    print(f"EDAC num_critics {num_critics}, eta {eta}, {args.pretrain_steps} pretraining of {args.total_timesteps} updates")
 
     if args.normalize_states:
         obs_mean = data["observations"].mean(0)
@@ -617,9 +630,14 @@ def main(args: Args):
             t_mark, step_mark = time.time(), update  # evaluation time is not training time
 
     eval_envs.close()
+    summary = utils.summarize_run(csv_path, args.score_window)
     if args.track:
+        wandb.run.summary.update(summary)
         wandb.finish()
     print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    if args.score_window is not None:
+        print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
+              f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
     print("other data: --env-id hopper-medium (Minari, downloaded once), --env-id local/hopper/medium-v0 "
           "(../shared/datasets replicas via MINARI_DATASETS_PATH), or any Minari id; see README 'Data'")
     return run_dir

@@ -14,7 +14,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, Optional, Tuple
 
 import numpy as np
@@ -44,10 +44,11 @@ class Args:
     """the wandb entity (team)"""
     env_id: str = "hopper-medium"
     """dataset: a D4RL-style short name (hopper-medium, pen-human, hopper-random, ...) or a Minari id"""
-    total_timesteps: int = 1_000_000
-    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute"""
-    pretrain_steps: int = 50_000
-    """supervised pretraining updates at the start of the run (0 = no pretraining)"""
+    total_timesteps: Optional[int] = None
+    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
+    (default: 300k on Adroit, else 1M)"""
+    pretrain_steps: Optional[int] = None
+    """supervised pretraining updates at the start of the run, 0 = no pretraining (default: 200k on Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
     batch_size: int = 256
@@ -72,14 +73,14 @@ class Args:
     """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
     mc_max_target: bool = False
     """Appendix F (Q-Transformer): finetuning TD target max(MC return, r + gamma Q')"""
-    pretrain_cql_weight: float = 0.0
-    """weight of the CQL value regularizer during critic pretraining (section 5.2; 0 = off)"""
+    pretrain_cql_weight: Optional[float] = None
+    """weight c of the CQL value regularizer during critic pretraining, combined by eq. 21 (section 5.2; default 0 = off)"""
     cql_n_actions: int = 10
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
     """temperature of the CQL logsumexp"""
     alpha: Optional[float] = None
-    """TD3+BC alpha (Q-term weight); default from the task: hopper 10, halfcheetah 20, walker2d 5, Adroit 1, else 2.5"""
+    """TD3+BC alpha (Q-term weight); default from the task: hopper 10, halfcheetah 20, walker2d 5, pen 1, door/hammer/relocate 0.1, else 2.5"""
     policy_noise: float = 0.2
     """std of the target policy smoothing noise (in units of the action half-range)"""
     noise_clip: float = 0.5
@@ -92,6 +93,8 @@ class Args:
     """evaluation episodes, run in parallel"""
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: longer time limits, re-measured random scores)"""
+    score_window: Optional[Tuple[int, int]] = None
+    """START END: also report the mean normalized score of the evaluations in [START, END] (default: 200000 300000 on Adroit)"""
     log_freq: int = 1000
     """log losses (and check them for NaN/inf) every this many updates"""
     save_model: bool = False
@@ -104,8 +107,19 @@ class Args:
     """torch.compile the loss functions (1.25x faster updates measured on a 2-core CPU; 10-20 s warm-up per phase)"""
 
 
-# ALGO LOGIC: default TD3+BC alpha of the paper's code, by task
-TD3BC_ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 1.0, "hammer": 1.0, "relocate": 1.0}
+# ALGO LOGIC: default TD3+BC alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
+TD3BC_ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 0.1, "hammer": 0.1, "relocate": 0.1}
+
+
+def resolve_defaults(args: Args) -> Args:
+    """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
+    task = utils.task_of(utils.resolve_dataset_id(args.env_id))
+    total, pretrain = utils.default_budget(task)
+    filled = {"total_timesteps": total, "pretrain_steps": pretrain, "score_window": utils.default_score_window(task),
+              "alpha": TD3BC_ALPHA.get(task, 2.5), "pretrain_cql_weight": 0.0}
+    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
+    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return replace(args, **filled)
 
 
 # ALGO LOGIC: networks
@@ -227,6 +241,12 @@ def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, tempera
     return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
 
 
+def combine_losses(primary, auxiliary, weight):
+    """Eq. 21: primary / |primary| + weight * auxiliary / |auxiliary|, |.| the detached MAGNITUDE.
+    (The paper's code divides by the signed value, which flips a term's gradient when it is negative.)"""
+    return primary / (primary.detach().abs() + 1e-8) + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
+
+
 def target_action(actor_target, next_obs, args):
     """TD3 target policy smoothing: clipped Gaussian noise, in units of the action half-range."""
     scale = actor_target.action_scale
@@ -254,7 +274,7 @@ def pretrain_critic_loss(critic, actor_target, critic_target, obs, act, rew, nex
         low = actor_target.action_bias - actor_target.action_scale
         high = actor_target.action_bias + actor_target.action_scale
         cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-        return mc_loss + args.pretrain_cql_weight * cql, {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
+        return combine_losses(mc_loss, cql, args.pretrain_cql_weight), {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
     return mc_loss, {"losses/critic_mc": mc_loss}
 
 
@@ -306,8 +326,12 @@ def check_args(args: Args):
         problems.append("--mc-tail geometric needs --gamma < 1; use --mc-tail none with gamma 1")
     if not 0.0 <= args.tau <= 1.0:
         problems.append(f"--tau must be in [0, 1] (got {args.tau})")
+    if args.pretrain_cql_weight < 0:
+        problems.append(f"--pretrain-cql-weight must be >= 0 (got {args.pretrain_cql_weight})")
     if args.cql_temperature <= 0:
         problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
+    if args.score_window is not None and args.score_window[0] > args.score_window[1]:
+        problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
     if not args.hidden_dims or min(args.hidden_dims) < 1:
         problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
     if problems:
@@ -321,6 +345,7 @@ def load_resume_args(run_dir: str) -> Args:
     with open(path) as f:
         config = json.load(f)
     config["hidden_dims"] = tuple(config["hidden_dims"])
+    config["score_window"] = tuple(config["score_window"]) if config["score_window"] else None
     config["resume"] = run_dir
     return Args(**config)
 
@@ -335,14 +360,12 @@ EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_
 
 
 def main(args: Args):
-    if args.resume:
-        args = load_resume_args(args.resume)
+    args = load_resume_args(args.resume) if args.resume else resolve_defaults(args)
     check_args(args)
     dataset = utils.load_dataset(args.env_id)
     data = utils.flatten_dataset(dataset)
-    task = utils.task_of(dataset.spec.dataset_id)
     ref = utils.reference_scores(dataset, args.eval_protocol)
-    alpha = args.alpha if args.alpha is not None else TD3BC_ALPHA.get(task, 2.5)
+    alpha = args.alpha
 
     if args.resume:
         run_dir = args.resume
@@ -367,7 +390,7 @@ def main(args: Args):
         print(f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): only raw returns will be reported")
     else:
         print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}")
-    print(f"TD3+BC alpha {alpha}" + (" (task default)" if args.alpha is None else ""))
+    print(f"TD3+BC alpha {alpha}, {args.pretrain_steps} pretraining of {args.total_timesteps} updates")
 
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
     mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
@@ -527,9 +550,14 @@ def main(args: Args):
             t_mark, step_mark = time.time(), update  # evaluation time is not training time
 
     eval_envs.close()
+    summary = utils.summarize_run(csv_path, args.score_window)
     if args.track:
+        wandb.run.summary.update(summary)
         wandb.finish()
     print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    if args.score_window is not None:
+        print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
+              f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
     print("other data: --env-id hopper-medium (Minari, downloaded once), --env-id local/hopper/medium-v0 "
           "(../shared/datasets replicas via MINARI_DATASETS_PATH), or any Minari id; see README 'Data'")
     return run_dir

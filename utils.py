@@ -169,6 +169,44 @@ PAPER_PROTOCOL: Dict[str, Tuple[int, float]] = {
 }
 
 
+# Training budget (total updates, pretraining updates) and score window of the paper, by task family.
+ADROIT_TASKS_BUDGET = (300_000, 200_000)
+DEFAULT_BUDGET = (1_000_000, 50_000)
+ADROIT_SCORE_WINDOW = (200_000, 300_000)
+
+
+def default_budget(task: Optional[str]) -> Tuple[int, int]:
+    """(total updates, pretraining updates): Adroit 300k / 200k (paper Appendix G), else 1M / 50k."""
+    return ADROIT_TASKS_BUDGET if task in ADROIT_TASKS else DEFAULT_BUDGET
+
+
+def default_score_window(task: Optional[str]) -> Optional[Tuple[int, int]]:
+    """The paper's Adroit window (mean over evaluations in 200k-300k updates); None elsewhere."""
+    return ADROIT_SCORE_WINDOW if task in ADROIT_TASKS else None
+
+
+def summarize_run(csv_path: str, window: Optional[Tuple[int, int]]) -> Dict[str, float]:
+    """Final evaluation and the mean normalized score over the evaluations with update in [start, end]."""
+    import csv
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    last = rows[-1]
+    summary = {"final_update": int(last["update"]), "final_return": float(last["return_mean"]),
+               "final_normalized": float(last["normalized_mean"])}
+    if window is not None:
+        inside = [float(r["normalized_mean"]) for r in rows if window[0] <= int(r["update"]) <= window[1]]
+        summary.update(window_start=window[0], window_end=window[1], window_evaluations=len(inside),
+                       window_normalized=float(np.mean(inside)) if inside else float("nan"))
+    with open(os.path.join(os.path.dirname(csv_path), "summary.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, list(summary))
+        writer.writeheader()
+        writer.writerow(summary)
+    return summary
+
+
 def reference_scores(dataset, protocol: str = "d4rl") -> Optional[Tuple[float, float]]:
     """(min, max) reference returns: dataset metadata, else D4RL's table, else None (raw returns only)."""
     meta = dataset.storage.metadata

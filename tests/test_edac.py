@@ -185,7 +185,7 @@ def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
         assert f"soft returns at update {soft_at}: alpha" in res.stdout
     ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
     assert (ckpt["soft_return"] is None) == (soft_at is None)
-    assert "EDAC num_critics 3, eta 1.0 (task default)" in res.stdout
+    assert "EDAC num_critics 3, eta 1.0," in res.stdout and "defaults for task hopper:" in res.stdout and "eta=1.0" in res.stdout
 
 
 def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
@@ -257,3 +257,10 @@ def test_every_args_field_is_documented_in_help():
     assert res.returncode == 0
     for field in E.Args.__dataclass_fields__:
         assert "--" + field.replace("_", "-") in res.stdout, field
+
+
+def test_edac_task_defaults_resolved():
+    args = E.resolve_defaults(E.Args(env_id="pen-human"))
+    assert (args.num_critics, args.eta, args.total_timesteps, args.pretrain_steps) == (20, 1000.0, 300_000, 200_000)
+    args = E.resolve_defaults(E.Args(env_id="hopper-medium", eta=3.0))
+    assert (args.num_critics, args.eta, args.total_timesteps, args.score_window) == (50, 3.0, 1_000_000, None)

@@ -327,3 +327,23 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
     (row,) = read_csv(run_dir_of(res.stdout))
     expected = utils.normalized_score([float(row["return_mean"])], (-162.09, 3076.8331))[0]
     assert abs(float(row["normalized_mean"]) - expected) < 1e-6
+
+
+def test_score_window_and_task_defaults(minari_root, tmp_path):
+    res = run_script(TINY + ["--total-timesteps", "300", "--pretrain-steps", "100", "--eval-freq", "100",
+                             "--score-window", "200", "300", "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    assert "defaults for task hopper: alpha=10.0, pretrain_cql_weight=0.0" in res.stdout
+    run_dir = run_dir_of(res.stdout)
+    rows = read_csv(run_dir)
+    expected = (float(rows[1]["normalized_mean"]) + float(rows[2]["normalized_mean"])) / 2
+    assert f"window score, updates 200-300: {expected:.1f} (mean of 2 evaluations" in res.stdout
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    assert cfg["alpha"] == 10.0 and cfg["score_window"] == [200, 300]  # resolved values recorded
+
+
+def test_adroit_defaults_resolved():
+    args = T.resolve_defaults(T.Args(env_id="door-human"))
+    assert (args.total_timesteps, args.pretrain_steps, args.score_window, args.alpha) == (300_000, 200_000, (200_000, 300_000), 0.1)
+    args = T.resolve_defaults(T.Args(env_id="pen-human", total_timesteps=5, alpha=2.0))
+    assert (args.total_timesteps, args.pretrain_steps, args.alpha) == (5, 200_000, 2.0)  # what the user sets wins

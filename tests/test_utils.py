@@ -172,3 +172,22 @@ def test_list_command():
     res = run_script(["list"], script="utils.py")
     assert res.returncode == 0
     assert "hopper-medium" in res.stdout and "mujoco/hopper/medium-v0" in res.stdout
+
+
+def test_summarize_run_window_mean(tmp_path):
+    rows = "update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
+    for update, score in ((100, 10.0), (200, 20.0), (300, 40.0), (400, 90.0)):
+        rows += f"{update},finetune,1,1,1,{score * 3},0,{score},0\n"
+    path = tmp_path / "eval.csv"
+    path.write_text(rows)
+    summary = utils.summarize_run(str(path), (200, 300))
+    assert summary["window_normalized"] == 30.0 and summary["window_evaluations"] == 2  # ends included
+    assert summary["final_update"] == 400 and summary["final_normalized"] == 90.0
+    written = (tmp_path / "summary.csv").read_text().splitlines()
+    assert written[0].split(",")[-1] == "window_normalized" and written[1].split(",")[-1] == "30.0"
+    assert "window_normalized" not in utils.summarize_run(str(path), None)
+
+
+def test_budget_and_window_defaults():
+    assert utils.default_budget("pen") == (300_000, 200_000) and utils.default_budget("hopper") == (1_000_000, 50_000)
+    assert utils.default_score_window("relocate") == (200_000, 300_000) and utils.default_score_window("hopper") is None
