@@ -1,0 +1,585 @@
+"""TD3+BC+CQL with supervised pretraining: the hybrid of Appendix G of "Efficient Offline
+Reinforcement Learning: First Imitate, then Improve" (Jelley et al.).
+
+td3bc_pretrain.py plus a CQL term on the critic (logsumexp over uniform random actions minus Q of
+the data action, both critics), combined with the critic loss by eq. 21, in pretraining and in
+finetuning, so that both actor (BC) and critic (CQL) stay close to the data.
+
+    python td3bc_cql_pretrain.py --env-id pen-human --eval-protocol paper --eval-freq 10000
+"""
+
+import csv
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Literal, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+
+import utils
+
+
+@dataclass
+class Args:
+    exp_name: str = "td3bc_cql_pretrain"
+    """name of the experiment (part of the run directory name)"""
+    seed: int = 1
+    """seed of the experiment (torch, numpy, random and the evaluation episodes)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled and a GPU is available, train on it (else the CPU)"""
+    track: bool = False
+    """if toggled, mirror the run to Weights & Biases (works with WANDB_MODE=offline)"""
+    wandb_project_name: str = "first-imitate-then-improve"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the wandb entity (team)"""
+    env_id: str = "hopper-medium"
+    """dataset: a D4RL-style short name (hopper-medium, pen-human, hopper-random, ...) or a Minari id"""
+    total_timesteps: Optional[int] = None
+    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
+    (default: 300k on Adroit, else 1M)"""
+    pretrain_steps: Optional[int] = None
+    """supervised pretraining updates at the start of the run, 0 = no pretraining (default: 200k on Adroit, else 50k)"""
+    pretrain_mode: Literal["both", "actor", "critic"] = "both"
+    """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
+    batch_size: int = 256
+    """transitions per gradient update"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 0.005
+    """Polyak rate of the target networks (target <- target + tau (online - target))"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor and critic"""
+    hidden_dims: Tuple[int, ...] = (256, 256)
+    """hidden layer widths of actor and critic"""
+    actor_layernorm: bool = True
+    """LayerNorm after every hidden Linear of the actor (Appendix B)"""
+    critic_layernorm: bool = True
+    """LayerNorm after every hidden Linear of the critic (Appendix B)"""
+    normalize_states: bool = True
+    """normalize observations with the dataset mean/std (also at evaluation)"""
+    td_lambda: float = 0.0
+    """eq. 17: critic pretraining target (1 - lambda) MC + lambda TD(0); 0 = pure Monte-Carlo"""
+    mc_tail: Literal["geometric", "none"] = "geometric"
+    """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
+    mc_max_target: bool = False
+    """Appendix F (Q-Transformer): finetuning TD target max(MC return, r + gamma Q')"""
+    pretrain_cql_weight: Optional[float] = None
+    """weight c of the CQL value regularizer during critic pretraining, combined by eq. 21 (default: --cql-weight)"""
+    cql_weight: Optional[float] = None
+    """weight c of the CQL term in finetuning, combined by eq. 21 (Table 3: pen 1, else 10)"""
+    cql_n_actions: int = 10
+    """uniform random actions in the CQL logsumexp"""
+    cql_temperature: float = 1.0
+    """temperature of the CQL logsumexp"""
+    alpha: Optional[float] = None
+    """TD3+BC alpha (Q-term weight); default from the task: hopper 10, halfcheetah 20, walker2d 5, pen 1, door/hammer/relocate 0.1, else 2.5"""
+    policy_noise: float = 0.2
+    """std of the target policy smoothing noise (in units of the action half-range)"""
+    noise_clip: float = 0.5
+    """clip of the target policy smoothing noise"""
+    policy_frequency: int = 2
+    """actor and target updates every this many critic updates (finetuning)"""
+    eval_freq: int = 5000
+    """evaluate (and checkpoint) every this many updates, and at the end"""
+    eval_episodes: int = 10
+    """evaluation episodes, run in parallel"""
+    eval_protocol: Literal["d4rl", "paper"] = "d4rl"
+    """d4rl, or the paper's Adroit protocol (Table 4: longer time limits, re-measured random scores)"""
+    score_window: Optional[Tuple[int, int]] = None
+    """START END: also report the mean normalized score of the evaluations in [START, END] (default: 200000 300000 on Adroit)"""
+    log_freq: int = 1000
+    """log losses (and check them for NaN/inf) every this many updates"""
+    save_model: bool = False
+    """write checkpoints (networks, optimizers, RNG states) to the run directory at every evaluation"""
+    resume: Optional[str] = None
+    """run directory of an interrupted --save-model run to continue (its config.json wins over other flags)"""
+    runs_dir: str = "runs"
+    """where run directories are created"""
+    compile: bool = True
+    """torch.compile the loss functions (1.25x faster updates measured on a 2-core CPU; 10-20 s warm-up per phase)"""
+
+
+# ALGO LOGIC: default TD3+BC alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
+TD3BC_ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 0.1, "hammer": 0.1, "relocate": 0.1}
+# ALGO LOGIC: default CQL regularizer weight (Table 3)
+CQL_WEIGHT = {"pen": 1.0}
+
+
+def resolve_defaults(args: Args) -> Args:
+    """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
+    task = utils.task_of(utils.resolve_dataset_id(args.env_id))
+    total, pretrain = utils.default_budget(task)
+    filled = {"total_timesteps": total, "pretrain_steps": pretrain, "score_window": utils.default_score_window(task),
+              "alpha": TD3BC_ALPHA.get(task, 2.5), "cql_weight": CQL_WEIGHT.get(task, 10.0)}
+    cql_weight = filled["cql_weight"] if args.cql_weight is None else args.cql_weight
+    filled["pretrain_cql_weight"] = cql_weight
+    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
+    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return replace(args, **filled)
+
+
+# ALGO LOGIC: networks
+def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequential:
+    layers = []
+    for h in hidden_dims:
+        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h)] if layernorm else []) + [nn.ReLU()]
+        in_dim = h
+    return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
+
+
+class Actor(nn.Module):
+    """Deterministic policy: tanh squashed into the action box."""
+
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high):
+        super().__init__()
+        self.net = mlp(obs_dim, hidden_dims, act_dim, layernorm)
+        self.register_buffer("action_scale", torch.as_tensor((action_high - action_low) / 2, dtype=torch.float32))
+        self.register_buffer("action_bias", torch.as_tensor((action_high + action_low) / 2, dtype=torch.float32))
+
+    def forward(self, obs):
+        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
+
+
+class VectorizedLinear(nn.Module):
+    """N independent Linear layers applied as one batched matmul: [n, B, in] -> [n, B, out] (first n members)."""
+
+    def __init__(self, in_dim, out_dim, num_members):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim))
+        bound = 1 / in_dim**0.5  # nn.Linear's default init, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x, n):
+        return torch.baddbmm(self.bias[:n], x, self.weight[:n])
+
+
+class VectorizedLayerNorm(nn.Module):
+    """LayerNorm over the last dim with a separate affine per member."""
+
+    def __init__(self, dim, num_members):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
+
+    def forward(self, x, n):
+        return torch.addcmul(self.bias[:n], F.layer_norm(x, x.shape[-1:]), self.weight[:n])
+
+
+class Critic(nn.Module):
+    """`num_critics` Q-functions as one batched module: Q(s, a) -> [num_critics, *batch]."""
+
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2):
+        super().__init__()
+        dims = [obs_dim + act_dim, *hidden_dims, 1]
+        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics) for h in hidden_dims) if layernorm else None
+        self.num_critics = num_critics
+
+    def forward(self, obs, act, first_n: Optional[int] = None):
+        """Q-values of the first `first_n` members (all by default) for shared inputs: [n, *batch]."""
+        n = first_n or self.num_critics
+        x = torch.cat([obs, act], -1)
+        batch_shape = x.shape[:-1]
+        return self.members(x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)).reshape(n, *batch_shape)
+
+    def members(self, x):
+        """Member i applied to x[i]: [n, B, obs + act] -> [n, B]."""
+        n = x.shape[0]
+        for i, linear in enumerate(self.linears[:-1]):
+            x = linear(x, n)
+            if self.norms is not None:
+                x = self.norms[i](x, n)
+            x = F.relu(x)
+        return self.linears[-1](x, n).squeeze(-1)
+
+
+# ALGO LOGIC: returns
+def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> np.ndarray:
+    """Every-visit discounted return-to-go R_t = sum_n gamma^n r_{t+n} over flat arrays of many episodes.
+
+    An episode ends at a termination (no tail), at a truncation, or at the last element of the arrays
+    (tail unknown: `geometric` adds r_T gamma / (1 - gamma), i.e. R_T = r_T / (1 - gamma); `none` adds
+    nothing). Vectorized as a log-depth scan of y_t = b_t + a_t y_{t+1}: no loop over steps.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    term = np.asarray(terminations, dtype=bool)
+    end = term | np.asarray(truncations, dtype=bool)
+    if r.size == 0:
+        return r
+    end[-1] = True
+    if tail == "geometric":
+        if gamma >= 1:
+            raise ValueError("mc_tail 'geometric' needs gamma < 1 (the tail r_T gamma / (1 - gamma) diverges); use tail 'none'")
+        b = np.where(end & ~term, r / (1 - gamma), r)
+    elif tail == "none":
+        b = r.copy()
+    else:
+        raise ValueError(f"unknown tail '{tail}': use 'geometric' or 'none'")
+    a = np.where(end, 0.0, gamma)
+    shift = 1
+    while shift < r.size:
+        # compose y_t = b_t + a_t y_{t+1} with the map `shift` steps ahead (a = 0 past episode ends)
+        b[:-shift] += a[:-shift] * b[shift:]
+        a[:-shift] *= a[shift:]
+        a[-shift:] = 0.0
+        shift *= 2
+    return b
+
+
+def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, temperature):
+    """CQL gap per critic: T logsumexp_j Q(s, a_j) / T - Q(s, a) over uniform random actions a_j; [N, B]."""
+    batch = obs.shape[0]
+    low, high = action_low, action_high
+    random_actions = low + (high - low) * torch.rand(batch, n_actions, low.shape[0], device=obs.device)
+    q_random = critic(obs.unsqueeze(1).expand(-1, n_actions, -1), random_actions)  # [N, B, n_actions]
+    return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
+
+
+def combine_losses(primary, auxiliary, weight):
+    """Eq. 21: primary / |primary| + weight * auxiliary / |auxiliary|, |.| the detached MAGNITUDE.
+    (The paper's code divides by the signed value, which flips a term's gradient when it is negative.)"""
+    return primary / (primary.detach().abs() + 1e-8) + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
+
+
+def target_action(actor_target, next_obs, args):
+    """TD3 target policy smoothing: clipped Gaussian noise, in units of the action half-range."""
+    scale = actor_target.action_scale
+    noise = (torch.randn(next_obs.shape[0], scale.shape[0], device=next_obs.device) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+    low, high = actor_target.action_bias - scale, actor_target.action_bias + scale
+    return torch.clamp(actor_target(next_obs) + noise * scale, low, high)
+
+
+def td_target(actor_target, critic_target, rew, next_obs, term, args):
+    """r + gamma (1 - termination) min_i Q'_i(s', a~'); truncated steps still bootstrap."""
+    next_act = target_action(actor_target, next_obs, args)
+    return rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
+
+
+def pretrain_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+    """Algorithm 1: MSE of every critic to the MC return (or the eq. 17 blend), plus optional CQL."""
+    target = mc_ret
+    if args.td_lambda > 0:  # eq. 17
+        with torch.no_grad():
+            td = td_target(actor_target, critic_target, rew, next_obs, term, args)
+        target = (1 - args.td_lambda) * mc_ret + args.td_lambda * td
+    q = critic(obs, act)
+    mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+    if args.pretrain_cql_weight > 0:  # section 5.2: value regularization during pretraining
+        low = actor_target.action_bias - actor_target.action_scale
+        high = actor_target.action_bias + actor_target.action_scale
+        cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+        return combine_losses(mc_loss, cql, args.pretrain_cql_weight), {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
+    return mc_loss, {"losses/critic_mc": mc_loss}
+
+
+def finetune_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+    """TD3 + CQL: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC return),
+    plus the CQL gap of both critics, combined by eq. 21."""
+    with torch.no_grad():
+        q_target = td_target(actor_target, critic_target, rew, next_obs, term, args)
+        if args.mc_max_target:
+            q_target = torch.maximum(q_target, mc_ret)
+    q = critic(obs, act)
+    td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
+    low = actor_target.action_bias - actor_target.action_scale
+    high = actor_target.action_bias + actor_target.action_scale
+    cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+    loss = combine_losses(td_loss, cql, args.cql_weight)
+    return loss, {"losses/critic_td": td_loss, "losses/critic_cql": cql, "losses/q_mean": q.mean().detach()}
+
+
+def finetune_actor_loss(actor, critic, obs, act, alpha):
+    """TD3+BC: -lambda Q1(s, pi(s)) + (pi(s) - a)^2 with lambda = alpha / mean|Q1| (detached)."""
+    pi = actor(obs)
+    q_pi = critic(obs, pi, first_n=1)[0]
+    bc_loss = F.mse_loss(pi, act)
+    loss = -alpha / q_pi.abs().mean().detach() * q_pi.mean() + bc_loss
+    return loss, {"losses/actor": loss, "losses/actor_bc": bc_loss}
+
+
+def bc_loss(actor, obs, act):
+    """Algorithm 1: behaviour cloning of the deterministic actor."""
+    loss = F.mse_loss(actor(obs), act)
+    return loss, {"losses/actor_bc": loss}
+
+
+def gradient_step(optimizer, loss):
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+# plumbing
+def check_args(args: Args):
+    problems = []
+    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "policy_frequency", "cql_n_actions"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
+    if args.pretrain_steps < 0:
+        problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
+    if not 0.0 <= args.td_lambda <= 1.0:
+        problems.append(f"--td-lambda must be in [0, 1] (got {args.td_lambda})")
+    if not 0.0 < args.gamma <= 1.0:
+        problems.append(f"--gamma must be in (0, 1] (got {args.gamma})")
+    if args.gamma >= 1.0 and args.mc_tail == "geometric":
+        problems.append("--mc-tail geometric needs --gamma < 1; use --mc-tail none with gamma 1")
+    if not 0.0 <= args.tau <= 1.0:
+        problems.append(f"--tau must be in [0, 1] (got {args.tau})")
+    if args.cql_weight < 0:
+        problems.append(f"--cql-weight must be >= 0 (got {args.cql_weight})")
+    if args.pretrain_cql_weight < 0:
+        problems.append(f"--pretrain-cql-weight must be >= 0 (got {args.pretrain_cql_weight})")
+    if args.cql_temperature <= 0:
+        problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
+    if args.score_window is not None and args.score_window[0] > args.score_window[1]:
+        problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
+    if not args.hidden_dims or min(args.hidden_dims) < 1:
+        problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def load_resume_args(run_dir: str) -> Args:
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
+    with open(path) as f:
+        config = json.load(f)
+    config["hidden_dims"] = tuple(config["hidden_dims"])
+    config["score_window"] = tuple(config["score_window"]) if config["score_window"] else None
+    config["resume"] = run_dir
+    return Args(**config)
+
+
+def save_checkpoint(path, state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
+
+
+EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_mean", "return_std", "normalized_mean", "normalized_std"]
+
+
+def main(args: Args):
+    args = load_resume_args(args.resume) if args.resume else resolve_defaults(args)
+    check_args(args)
+    dataset = utils.load_dataset(args.env_id)
+    data = utils.flatten_dataset(dataset)
+    ref = utils.reference_scores(dataset, args.eval_protocol)
+    alpha = args.alpha
+
+    if args.resume:
+        run_dir = args.resume
+    else:
+        run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(asdict(args), f, indent=2)
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    csv_path = os.path.join(run_dir, "eval.csv")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    n = len(data["rewards"])
+    print(f"dataset {dataset.spec.dataset_id}: {n} transitions, {dataset.total_episodes} episodes; device {device}; run dir {run_dir}")
+    if ref is None:
+        print(f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): only raw returns will be reported")
+    else:
+        print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}")
+    print(f"TD3+BC alpha {alpha}, CQL weight {args.cql_weight} (pretraining {args.pretrain_cql_weight}), "
+          f"{args.pretrain_steps} pretraining of {args.total_timesteps} updates")
+
+    # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
+    mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
+    if args.normalize_states:
+        obs_mean = data["observations"].mean(0)
+        obs_std = data["observations"].std(0) + 1e-3
+    else:
+        obs_mean = np.zeros(data["observations"].shape[1], np.float32)
+        obs_std = np.ones(data["observations"].shape[1], np.float32)
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    # One tensor holding every field, so a batch is a single gather.
+    table = torch.as_tensor(np.concatenate([
+        (data["observations"] - obs_mean) / obs_std, data["actions"], data["rewards"][:, None],
+        (data["next_observations"] - obs_mean) / obs_std, data["terminations"][:, None], mc_return[:, None],
+    ], axis=1, dtype=np.float32), device=device)
+    splits = [obs_dim, act_dim, 1, obs_dim, 1, 1]
+
+    action_low = dataset.action_space.low.astype(np.float32)
+    action_high = dataset.action_space.high.astype(np.float32)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, action_low, action_high).to(device)
+    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
+    actor_target = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, action_low, action_high).to(device)
+    critic_target = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
+    actor_target.load_state_dict(actor.state_dict())
+    critic_target.load_state_dict(critic.state_dict())
+    fused = device.type in ("cpu", "cuda")
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
+    online_params = list(actor.parameters()) + list(critic.parameters())
+    target_params = list(actor_target.parameters()) + list(critic_target.parameters())
+    compile_fn = torch.compile if args.compile else (lambda fn: fn)
+    critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
+    critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
+
+    start_step, wall_offset, train_offset, last_score = 0, 0.0, 0.0, float("nan")
+    if args.resume:
+        if not os.path.exists(ckpt_path):
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again")
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"), (critic_target, "critic_target"),
+                            (actor_optimizer, "actor_optimizer"), (critic_optimizer, "critic_optimizer")):
+            module.load_state_dict(ckpt[key])
+        start_step, wall_offset, train_offset = ckpt["update"], ckpt["wall_s"], ckpt["train_s"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        random.setstate(ckpt["python_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"])
+        # Rows written after the checkpoint are redone by this run.
+        if os.path.exists(csv_path):
+            with open(csv_path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= start_step]
+            with open(csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, EVAL_FIELDS)
+                writer.writeheader()
+                writer.writerows(rows)
+            if rows:
+                last_score = float(rows[-1]["normalized_mean"])
+        print(f"resuming {run_dir} at update {start_step} (settings from its config.json)")
+    if not os.path.exists(csv_path):
+        with open(csv_path, "w", newline="") as f:
+            csv.DictWriter(f, EVAL_FIELDS).writeheader()
+
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
+                   name=os.path.basename(run_dir), id=os.path.basename(run_dir).replace("/", "-")[-64:], resume="allow")
+
+    eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
+    eval_seeds = [1_000_000 + args.seed * args.eval_episodes + i for i in range(args.eval_episodes)]
+
+    @torch.no_grad()
+    def policy(obs):
+        return actor(torch.as_tensor(obs, device=device)).cpu().numpy()
+
+    pretrain_actor = args.pretrain_mode in ("both", "actor")
+    pretrain_critic = args.pretrain_mode in ("both", "critic")
+    losses = {}
+    t_start = time.time()
+    t_train, t_mark, step_mark = 0.0, time.time(), start_step
+
+    for global_step in range(start_step, args.total_timesteps):
+        phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
+        idx = torch.randint(n, (args.batch_size,), device=device)
+        obs, act, rew, next_obs, term, mc_ret = table[idx].split(splits, dim=1)
+        rew, term, mc_ret = rew.squeeze(1), term.squeeze(1), mc_ret.squeeze(1)
+
+        # ALGO LOGIC: one update
+        if phase == "pretrain":  # Algorithm 1, second loop
+            if pretrain_critic:
+                loss, info = critic_pretrain_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+                losses.update(info)
+                gradient_step(critic_optimizer, loss)
+            if pretrain_actor:
+                loss, info = bc_fn(actor, obs, act)
+                losses.update(info)
+                gradient_step(actor_optimizer, loss)
+            with torch.no_grad():
+                torch._foreach_lerp_(target_params, online_params, args.tau)
+        else:  # TD3+BC
+            loss, info = critic_finetune_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+            losses.update(info)
+            gradient_step(critic_optimizer, loss)
+            if global_step % args.policy_frequency == 0:
+                critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
+                loss, info = actor_finetune_fn(actor, critic, obs, act, alpha)
+                critic.requires_grad_(True)
+                losses.update(info)
+                gradient_step(actor_optimizer, loss)
+                with torch.no_grad():
+                    torch._foreach_lerp_(target_params, online_params, args.tau)
+
+        # plumbing: logging, NaN guard, evaluation, checkpoints (the only host syncs)
+        update = global_step + 1
+        is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
+        if update % args.log_freq == 0 or is_eval:
+            names = list(losses)
+            values = torch.stack([losses[k].detach().float() for k in names]).cpu().numpy() if names else np.zeros(0)
+            for name, value in zip(names, values):
+                if not np.isfinite(value):
+                    raise FloatingPointError(
+                        f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
+                        f"{max(update - args.log_freq, 0)}). Lower --learning-rate or check the dataset for extreme "
+                        f"values" + (f"; the last checkpoint is in {run_dir}" if args.save_model else ""))
+            now = time.time()
+            t_train += now - t_mark
+            ups = (update - step_mark) / max(now - t_mark, 1e-9)
+            if args.track:
+                wandb.log({**dict(zip(names, values.tolist())), "charts/updates_per_second": ups,
+                           "charts/phase": int(phase == "finetune")}, step=update)
+        if is_eval:
+            eval_returns, eval_scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
+            last_score = float(np.mean(eval_scores))
+            row = {"update": update, "phase": phase, "wall_s": round(wall_offset + time.time() - t_start, 3),
+                   "train_s": round(train_offset + t_train, 3), "updates_per_s": round(ups, 1),
+                   "return_mean": float(eval_returns.mean()), "return_std": float(eval_returns.std()),
+                   "normalized_mean": last_score, "normalized_std": float(np.std(eval_scores))}
+            with open(csv_path, "a", newline="") as f:
+                csv.DictWriter(f, EVAL_FIELDS).writerow(row)
+            print(f"[{phase}] update {update}/{args.total_timesteps} | {ups:.0f} updates/s | "
+                  f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
+                  f"normalized {last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
+            if args.track:
+                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": last_score}, step=update)
+            if args.save_model:
+                save_checkpoint(ckpt_path, {
+                    "actor": actor.state_dict(), "critic": critic.state_dict(),
+                    "actor_target": actor_target.state_dict(), "critic_target": critic_target.state_dict(),
+                    "actor_optimizer": actor_optimizer.state_dict(), "critic_optimizer": critic_optimizer.state_dict(),
+                    "update": update, "phase": phase, "wall_s": row["wall_s"], "train_s": row["train_s"],
+                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+                    "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    "obs_mean": obs_mean, "obs_std": obs_std, "args": asdict(args),
+                })
+        if update % args.log_freq == 0 or is_eval:
+            t_mark, step_mark = time.time(), update  # evaluation time is not training time
+
+    eval_envs.close()
+    summary = utils.summarize_run(csv_path, args.score_window)
+    if args.track:
+        wandb.run.summary.update(summary)
+        wandb.finish()
+    print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    if args.score_window is not None:
+        print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
+              f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
+    print("other data: --env-id hopper-medium (Minari, downloaded once), --env-id local/hopper/medium-v0 "
+          "(../shared/datasets replicas via MINARI_DATASETS_PATH), or any Minari id; see README 'Data'")
+    return run_dir
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except (utils.DatasetError, ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

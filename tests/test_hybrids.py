@@ -1,0 +1,136 @@
+"""td3bc_cql_pretrain.py and edac_bc_pretrain.py (Appendix G): eq. 21, the CQL and BC terms, end to end."""
+
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import edac_bc_pretrain as EB
+import td3bc_cql_pretrain as TC
+from conftest import read_csv, run_dir_of, run_script
+
+COMBINERS = [importlib.import_module(m).combine_losses for m in ("td3bc_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain")]
+
+
+@pytest.mark.parametrize("combine", COMBINERS)
+@pytest.mark.parametrize("k_primary,k_aux", [(3.0, 2.0), (-3.0, 2.0), (3.0, -2.0), (-3.0, -2.0)])
+def test_combination_keeps_each_terms_gradient_direction(combine, k_primary, k_aux):
+    # primary = k_primary * p is negative when k_primary < 0 (as the SAC actor loss usually is)
+    p = torch.tensor(2.0, requires_grad=True)
+    q = torch.tensor(5.0, requires_grad=True)
+    primary, aux = k_primary * p, k_aux * q
+    loss = combine(primary, aux, 0.5)
+    loss.backward()
+    assert np.sign(p.grad.item()) == np.sign(k_primary)  # same direction as d primary / dp
+    assert np.sign(q.grad.item()) == np.sign(k_aux)
+    torch.testing.assert_close(p.grad, torch.tensor(k_primary / abs(k_primary * 2.0)))  # scaled by 1 / |primary|
+    torch.testing.assert_close(q.grad, torch.tensor(0.5 * k_aux / abs(k_aux * 5.0)))
+    torch.testing.assert_close(loss.detach(), torch.tensor(np.sign(k_primary) + 0.5 * np.sign(k_aux), dtype=torch.float32))
+
+
+class SumCritic(nn.Module):
+    """Q_i(s, a) = sum(a) for every member."""
+
+    num_critics = 2
+
+    def forward(self, obs, act, first_n=None):
+        q = act.sum(-1)
+        return q.unsqueeze(0).expand(first_n or self.num_critics, *q.shape)
+
+
+def test_cql_term_in_finetuning_on_known_values():
+    # a zero-width action box: every random action is 0, so logsumexp_j Q(s, a_j) = log(10)
+    actor = TC.Actor(3, 2, (4,), False, np.zeros(2, np.float32), np.zeros(2, np.float32))
+    critic = SumCritic()
+    act = torch.tensor([[1.0, 1.0], [0.0, -1.0], [0.5, 0.0]])
+    batch = (torch.zeros(3, 3), act, torch.zeros(3), torch.zeros(3, 3), torch.zeros(3), torch.zeros(3))
+    args = TC.Args(cql_weight=10.0, cql_n_actions=10, cql_temperature=1.0, policy_noise=0.0, mc_max_target=False)
+    loss, info = TC.finetune_critic_loss(critic, actor, critic, *batch, args)
+    q_data = act.sum(1)
+    expected = 2 * (np.log(10.0) - q_data).mean()  # summed over both critics
+    torch.testing.assert_close(info["losses/critic_cql"], expected)
+    td = info["losses/critic_td"]
+    torch.testing.assert_close(loss, td / td.abs() + 10.0 * expected / expected.abs())
+
+
+def test_bc_term_pulls_the_actor_to_the_data():
+    torch.manual_seed(0)
+    actor = EB.Actor(3, 2, (32,), True, np.full(2, -1, np.float32), np.ones(2, np.float32))
+    obs, act = torch.randn(128, 3), torch.full((128, 2), 0.7)
+    flat = SumCritic()
+    flat.forward = lambda o, a, first_n=None: torch.zeros(2, o.shape[0])  # no Q signal
+    opt = torch.optim.Adam(actor.parameters(), 3e-3)
+    first = None
+    for _ in range(150):
+        loss, _, info = EB.finetune_actor_loss(actor, flat, obs, act, torch.tensor(0.0), bc_weight=1.0)
+        first = first if first is not None else info["losses/actor_bc"].item()
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert info["losses/actor_bc"].item() < 0.2 * first
+    # bc_weight 0: the loss is the SAC loss direction alone
+    loss, _, info = EB.finetune_actor_loss(actor, flat, obs, act, torch.tensor(0.0), bc_weight=0.0)
+    assert abs(loss.item()) <= 1.0 + 1e-6
+
+
+def test_table3_defaults():
+    a = TC.resolve_defaults(TC.Args(env_id="pen-human"))
+    assert (a.alpha, a.cql_weight, a.pretrain_cql_weight, a.total_timesteps, a.pretrain_steps) == (1.0, 1.0, 1.0, 300_000, 200_000)
+    a = TC.resolve_defaults(TC.Args(env_id="hammer-cloned", cql_weight=3.0))
+    assert (a.alpha, a.cql_weight, a.pretrain_cql_weight, a.score_window) == (0.1, 3.0, 3.0, (200_000, 300_000))
+    b = EB.resolve_defaults(EB.Args(env_id="pen-cloned"))
+    assert (b.num_critics, b.eta, b.bc_weight) == (20, 10.0, 1.0)
+    b = EB.resolve_defaults(EB.Args(env_id="relocate-human"))
+    assert (b.num_critics, b.eta) == (50, 200.0)
+
+
+@pytest.fixture(scope="module")
+def pen_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("pen"))
+    res = run_script(["build-random", "pen", "--steps", "300"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root})
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+SMALL = ["--batch-size", "32", "--hidden-dims", "32", "32", "--eval-episodes", "2", "--no-compile", "--no-cuda",
+         "--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--log-freq", "50"]
+
+
+@pytest.mark.parametrize("script,extra", [("td3bc_cql_pretrain.py", []),
+                                          ("edac_bc_pretrain.py", ["--num-critics", "3", "--entropy-samples", "2"])])
+@pytest.mark.parametrize("env", ["pen-random", "hopper-random"])
+def test_hybrids_end_to_end(minari_root, pen_root, tmp_path, script, extra, env):
+    env_extra = {"MINARI_DATASETS_PATH": pen_root} if env == "pen-random" else None
+    protocol = ["--eval-protocol", "paper", "--score-window", "100", "200"] if env == "pen-random" else []
+    res = run_script(SMALL + extra + protocol + ["--env-id", env, "--runs-dir", str(tmp_path)], script=script, env_extra=env_extra)
+    assert res.returncode == 0, res.stderr
+    run_dir = run_dir_of(res.stdout)
+    rows = read_csv(run_dir)
+    assert [r["phase"] for r in rows] == ["pretrain", "finetune"]
+    assert all(np.isfinite(float(r["normalized_mean"])) for r in rows)
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    if script.startswith("td3bc"):
+        assert cfg["cql_weight"] == (1.0 if env == "pen-random" else 10.0) == cfg["pretrain_cql_weight"]
+        assert "CQL weight" in res.stdout
+    else:
+        assert cfg["bc_weight"] == 1.0 and "BC weight 1.0" in res.stdout
+    if env == "pen-random":
+        assert "reference scores (paper): random -162.09" in res.stdout and "window score, updates 100-200" in res.stdout
+
+
+@pytest.mark.parametrize("script", ["td3bc_cql_pretrain.py", "edac_bc_pretrain.py"])
+def test_help_documents_every_field(script):
+    module = importlib.import_module(script[:-3])
+    res = run_script(["--help"], script=script)
+    assert res.returncode == 0
+    for field in module.Args.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in res.stdout, field
+
+
+def test_hybrid_bad_weights(minari_root):
+    res = run_script(["--cql-weight", "-1", "--env-id", "hopper-random"], script="td3bc_cql_pretrain.py")
+    assert res.returncode == 1 and "--cql-weight must be >= 0" in res.stderr
+    res = run_script(["--bc-weight", "-1", "--env-id", "hopper-random"], script="edac_bc_pretrain.py")
+    assert res.returncode == 1 and "--bc-weight must be >= 0" in res.stderr
