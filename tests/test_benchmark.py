@@ -1,0 +1,100 @@
+"""benchmark.sh (dry run, skip/resume logic) and tools/summarize.py on synthetic runs computed by hand."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import summarize  # noqa: E402
+
+
+def write_run(root, name, pretrain_steps, seed, scores, walls, window=(200, 300)):
+    run_dir = os.path.join(root, name, "run")
+    os.makedirs(run_dir)
+    config = {"env_id": "local/hopper/medium-v0", "exp_name": "td3bc_pretrain", "pretrain_steps": pretrain_steps,
+              "seed": seed, "score_window": list(window)}
+    json.dump(config, open(os.path.join(run_dir, "config.json"), "w"))
+    with open(os.path.join(run_dir, "eval.csv"), "w") as f:
+        f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
+        for i, (score, wall) in enumerate(zip(scores, walls)):
+            f.write(f"{100 * (i + 1)},finetune,{wall},{wall},1,{score},0,{score},0\n")
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    root = str(tmp_path / "runs")
+    write_run(root, "s1", 0, 1, [0, 10, 20, 40], [10, 20, 30, 40])
+    write_run(root, "s2", 0, 2, [0, 10, 20, 40], [10, 20, 30, 40])
+    write_run(root, "p1", 5000, 1, [10, 40, 40, 40], [12, 24, 36, 48])
+    write_run(root, "p2", 5000, 2, [10, 30, 40, 40], [12, 24, 36, 48])
+    return root
+
+
+def test_efficiency_ratios_by_hand(synthetic):
+    groups = summarize.group(summarize.load_runs(synthetic))
+    e = summarize.efficiency(groups)[("local/hopper/medium-v0", "td3bc_pretrain")]
+    # threshold 0.9 * 40 = 36; pretrained seed-mean [10, 35, 40, 40] reaches it at update 300 (wall 36),
+    # scratch [0, 10, 20, 40] at update 400 (wall 40)
+    assert e["threshold"] == pytest.approx(36.0)
+    assert (e["pretrained_updates"], e["scratch_updates"]) == (300, 400)
+    assert e["update_ratio"] == pytest.approx(0.75) and e["wall_ratio"] == pytest.approx(0.9)
+
+
+def test_table_and_window_scores(synthetic, tmp_path):
+    summarize.main([synthetic, "--out", str(tmp_path / "out")])
+    table = open(tmp_path / "out" / "summary.md").read()
+    # pretrained window [200, 300]: seed 1 mean(40, 40) = 40, seed 2 mean(30, 40) = 35 -> 37.5 +- 2.5
+    assert "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 37.5 ± 2.5 |" in table
+    assert "| local/hopper/medium-v0 | td3bc_pretrain | no | 2 | 40.0 ± 0.0 | 15.0 ± 0.0 |" in table
+    assert "300 / 400 (0.75)" in table and "36s / 40s (0.90)" in table
+    assert os.path.getsize(tmp_path / "out" / "local-hopper-medium-v0__td3bc_pretrain.png") > 1000
+
+
+def test_summarize_without_runs_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="no finished runs"):
+        summarize.main([str(tmp_path)])
+
+
+def bench(*args, env=None):
+    return subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), *args], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=60)
+
+
+def test_quick_dry_run_lists_the_grid(tmp_path):
+    res = bench("quick", "--dry-run", env={"BENCH_OUT": str(tmp_path), "BENCH_JOBS": "2"})
+    assert res.returncode == 0, res.stderr
+    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    assert len(lines) == 4  # 1 dataset x 2 scripts x 1 seed x {pretrained, scratch}
+    assert sum("--pretrain-steps 0 " in l for l in lines) == 2
+    assert all(l.startswith("would run: OMP_NUM_THREADS=1 python ") and "--save-model" in l for l in lines)
+
+
+def test_rerun_skips_finished_and_resumes_interrupted(tmp_path):
+    env = {"BENCH_OUT": str(tmp_path), "BENCH_DATASETS": "hopper-random", "BENCH_JOBS": "1"}
+    runs = tmp_path / "runs"
+    done = runs / "hopper-random__td3bc_pretrain__pretrained__1" / "x"
+    done.mkdir(parents=True)
+    (done / "summary.csv").write_text("final_update\n1\n")
+    half = runs / "hopper-random__td3bc_pretrain__scratch__1" / "y"
+    half.mkdir(parents=True)
+    (half / "checkpoint.pt").write_text("")
+    res = bench("quick", "--dry-run", env=env)
+    assert "done already: hopper-random__td3bc_pretrain__pretrained__1" in res.stdout
+    assert f"python td3bc_pretrain.py --resume {half}" in res.stdout
+    assert "OMP_NUM_THREADS" not in res.stdout  # one job: torch keeps its threads
+
+
+def test_adroit_and_paper_profiles_and_usage():
+    res = bench("adroit", "--dry-run", env={"BENCH_DATASETS": "pen-human", "BENCH_SEEDS": "1", "BENCH_OUT": "/tmp/x"})
+    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    assert len(lines) == 8 and all("--eval-protocol paper --eval-freq 10000" in l for l in lines)
+    res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
+    assert len([l for l in res.stdout.splitlines() if l.startswith("would run:")]) == 3 * 2 * 3 * 2
+    assert bench("nope").returncode == 2
+    res = bench("speed", "--dry-run")
+    assert "tools/speed_reference.py --algo edac --num-critics 50" in res.stdout

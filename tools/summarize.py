@@ -1,0 +1,175 @@
+"""Summarize benchmark runs: a Markdown table, efficiency ratios and PNG curves from the runs' CSVs.
+
+    python tools/summarize.py bench/runs --out bench
+
+Reads every `<root>/**/config.json` + `eval.csv` written by the *_pretrain.py scripts. Groups by
+dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), over seeds.
+- final score: the last evaluation of each run; mean +- std over seeds.
+- window score: the mean of the evaluations in the run's --score-window; mean +- std over seeds.
+- efficiency: threshold = 90% of the scratch runs' mean final score; for pretrained and scratch,
+  the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds at
+  that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+
+def load_runs(root):
+    runs = []
+    for config_path in sorted(glob.glob(os.path.join(root, "**", "config.json"), recursive=True)):
+        run_dir = os.path.dirname(config_path)
+        csv_path = os.path.join(run_dir, "eval.csv")
+        if not os.path.exists(csv_path):
+            continue
+        with open(config_path) as f:
+            config = json.load(f)
+        with open(csv_path) as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            continue
+        runs.append({
+            "dataset": config["env_id"], "algorithm": config["exp_name"], "pretrained": config["pretrain_steps"] > 0,
+            "seed": config["seed"], "window": config.get("score_window"), "run_dir": run_dir,
+            "update": np.array([int(r["update"]) for r in rows]), "wall_s": np.array([float(r["wall_s"]) for r in rows]),
+            "score": np.array([float(r["normalized_mean"]) for r in rows]),
+        })
+    return runs
+
+
+def group(runs):
+    groups = defaultdict(list)
+    for run in runs:
+        groups[(run["dataset"], run["algorithm"], run["pretrained"])].append(run)
+    return groups
+
+
+def mean_curve(runs):
+    """Seed-mean score and wall-clock over the updates that every run evaluated."""
+    common = sorted(set.intersection(*(set(r["update"].tolist()) for r in runs)))
+    score = np.array([[r["score"][list(r["update"]).index(u)] for u in common] for r in runs])
+    wall = np.array([[r["wall_s"][list(r["update"]).index(u)] for u in common] for r in runs])
+    return np.array(common), score.mean(0), score.std(0), wall.mean(0)
+
+
+def window_score(run):
+    if not run["window"]:
+        return float("nan")
+    start, end = run["window"]
+    inside = run["score"][(run["update"] >= start) & (run["update"] <= end)]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def first_reach(updates, score, wall, threshold):
+    hit = np.nonzero(score >= threshold)[0]
+    return (int(updates[hit[0]]), float(wall[hit[0]])) if hit.size else (None, None)
+
+
+def efficiency(groups):
+    """{(dataset, algorithm): dict} for every pair that has both pretrained and scratch runs."""
+    out = {}
+    for (dataset, algorithm, pretrained), runs in groups.items():
+        if not pretrained or (dataset, algorithm, False) not in groups:
+            continue
+        scratch = groups[(dataset, algorithm, False)]
+        threshold = 0.9 * float(np.mean([r["score"][-1] for r in scratch]))
+        u_p, m_p, _, w_p = mean_curve(runs)
+        u_s, m_s, _, w_s = mean_curve(scratch)
+        up, wp = first_reach(u_p, m_p, w_p, threshold)
+        us, ws = first_reach(u_s, m_s, w_s, threshold)
+        out[(dataset, algorithm)] = {
+            "threshold": threshold, "pretrained_updates": up, "scratch_updates": us,
+            "pretrained_wall_s": wp, "scratch_wall_s": ws,
+            "update_ratio": up / us if up is not None and us else None,
+            "wall_ratio": wp / ws if wp is not None and ws else None,
+        }
+    return out
+
+
+def fmt(mean, std):
+    return "n/a" if np.isnan(mean) else f"{mean:.1f} ± {std:.1f}"
+
+
+def markdown(groups, ratios):
+    lines = ["| dataset | algorithm | pretraining | seeds | final score | window score |", "| --- | --- | --- | --- | --- | --- |"]
+    for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
+        finals = [r["score"][-1] for r in runs]
+        windows = [window_score(r) for r in runs]
+        lines.append(f"| {dataset} | {algorithm} | {'yes' if pretrained else 'no'} | {len(runs)} | "
+                     f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |")
+    if ratios:
+        lines += ["", "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for (dataset, algorithm), e in sorted(ratios.items()):
+            def pair(a, b, r, unit=""):
+                if a is None or b is None:
+                    return f"{a if a is not None else 'not reached'} / {b if b is not None else 'not reached'}"
+                return f"{a:.0f}{unit} / {b:.0f}{unit} ({r:.2f})"
+            lines.append(f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
+                         f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
+                         f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} |")
+    return "\n".join(lines)
+
+
+def plot(groups, out_dir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for dataset, algorithm in sorted({(d, a) for d, a, _ in groups}):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for pretrained, color in ((True, "tab:blue"), (False, "tab:orange")):
+            runs = groups.get((dataset, algorithm, pretrained))
+            if not runs:
+                continue
+            updates, mean, std, wall = mean_curve(runs)
+            label = f"{'pretrained' if pretrained else 'scratch'} ({len(runs)} seeds)"
+            for ax, x in zip(axes, (updates, wall)):
+                ax.plot(x, mean, color=color, label=label)
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+        axes[0].set_xlabel("updates (pretraining included)")
+        axes[1].set_xlabel("wall-clock seconds")
+        for ax in axes:
+            ax.set_ylabel("normalized score")
+            ax.grid(alpha=0.3)
+        axes[0].legend()
+        fig.suptitle(f"{dataset}: {algorithm} (mean ± std over seeds)")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{dataset.replace('/', '-')}__{algorithm}.png")
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="folder holding the run directories (searched recursively)")
+    parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.root)
+    if not runs:
+        raise SystemExit(f"error: no finished runs (config.json + eval.csv) under {args.root}")
+    groups = group(runs)
+    table = markdown(groups, efficiency(groups))
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(table + "\n")
+        if not args.no_plots:
+            for path in plot(groups, args.out):
+                print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
