@@ -358,7 +358,7 @@ def load_resume_args(run_dir: str) -> Args:
     with open(path) as f:
         config = json.load(f)
     config["hidden_dims"] = tuple(config["hidden_dims"])
-    config["score_window"] = tuple(config["score_window"]) if config["score_window"] else None
+    config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
     return Args(**config)
 
