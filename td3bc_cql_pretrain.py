@@ -524,6 +524,7 @@ def main(args: Args):
         if update % args.log_freq == 0 or is_eval:
             names = list(losses)
             values = torch.stack([losses[k].detach().float() for k in names]).cpu().numpy() if names else np.zeros(0)
+            losses.clear()  # the next interval reports only what it computed (no stale pretraining losses)
             for name, value in zip(names, values):
                 if not np.isfinite(value):
                     raise FloatingPointError(
