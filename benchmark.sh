@@ -17,10 +17,14 @@
 #   BENCH_JOBS      runs at once (default: the number of cores); with more than one, each run gets
 #                   one torch thread (OMP_NUM_THREADS=1)
 #   BENCH_OUT       output folder (default bench/PROFILE): runs/, logs/, summary.md, PNG plots
+#   BENCH_SCRIPTS   space-separated scripts to run, a subset of the profile's (e.g. "td3bc_pretrain")
+#   BENCH_TOTAL     updates per run, pretraining included (default per profile/script)
+#   BENCH_PRETRAIN  pretraining updates of the pretrained runs (default per profile/script)
 # Each run logs to BENCH_OUT/logs/NAME.log. Re-running skips finished runs and resumes interrupted
 # ones from their last checkpoint. At the end, tools/summarize.py writes the table and the plots.
 set -euo pipefail
 cd "$(dirname "$0")"
+export PYTHONUNBUFFERED=1  # run logs show each evaluation as it happens
 
 profile="${1:-}"
 dry_run=0
@@ -30,7 +34,7 @@ case "$profile" in
     datasets="${BENCH_DATASETS:-hopper-medium halfcheetah-medium walker2d-medium}"
     seeds="${BENCH_SEEDS:-1 2 3}"
     scripts="td3bc_pretrain edac_pretrain"
-    common="--total-timesteps 1000000 --eval-freq 5000"
+    common="--eval-freq 5000"
     ;;
   adroit)
     datasets="${BENCH_DATASETS:-pen-human door-human hammer-human relocate-human pen-cloned door-cloned hammer-cloned relocate-cloned}"
@@ -52,21 +56,43 @@ case "$profile" in
     exit 2
     ;;
 esac
+if [ -n "${BENCH_SCRIPTS:-}" ]; then
+  for script in $BENCH_SCRIPTS; do
+    if ! grep -qw -- "${script%.py}" <<<"$scripts"; then
+      echo "BENCH_SCRIPTS: '$script' is not in the $profile profile (it runs: $scripts)" >&2
+      exit 2
+    fi
+  done
+  scripts="${BENCH_SCRIPTS//.py/}"
+fi
+for var in BENCH_TOTAL BENCH_PRETRAIN; do
+  if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]]; then
+    echo "$var must be a whole number of updates (got '${!var}')" >&2
+    exit 2
+  fi
+done
 out="${BENCH_OUT:-bench/$profile}"
 jobs="${BENCH_JOBS:-$(nproc)}"
 threads=""
 [ "$jobs" -gt 1 ] && threads="OMP_NUM_THREADS=1"
 
-# per-script flags of a profile, and its pretraining length (empty: the script's task default)
+# per-script flags of a profile, its total updates and its pretraining length
+# (empty: the script's task default; BENCH_TOTAL / BENCH_PRETRAIN override)
 extra_flags() {  # script
-  if [ "$profile" = quick ]; then
-    case "$1" in
-      td3bc_pretrain) echo "--total-timesteps 20000" ;;
-      edac_pretrain) echo "--total-timesteps 5000 --num-critics 10" ;;
-    esac
-  fi
+  case "$profile:$1" in
+    quick:edac_pretrain) echo "--num-critics 10" ;;
+  esac
+}
+total_steps() {  # script
+  if [ -n "${BENCH_TOTAL:-}" ]; then echo "$BENCH_TOTAL"; return; fi
+  case "$profile:$1" in
+    paper:*) echo 1000000 ;;
+    quick:td3bc_pretrain) echo 20000 ;;
+    quick:edac_pretrain) echo 5000 ;;
+  esac
 }
 pretrain_steps() {  # script
+  if [ -n "${BENCH_PRETRAIN:-}" ]; then echo "$BENCH_PRETRAIN"; return; fi
   case "$profile:$1" in
     paper:*) echo 50000 ;;
     quick:td3bc_pretrain) echo 5000 ;;
@@ -109,7 +135,8 @@ for dataset in $datasets; do
         run_root="$out/runs/$name"
         steps=$(pretrain_steps "$script")
         [ "$variant" = scratch ] && steps=0
-        flags="--env-id $dataset --seed $seed $common $(extra_flags "$script") ${steps:+--pretrain-steps $steps} --save-model --runs-dir $run_root"
+        total=$(total_steps "$script")
+        flags="--env-id $dataset --seed $seed $common $(extra_flags "$script") ${total:+--total-timesteps $total} ${steps:+--pretrain-steps $steps} --save-model --runs-dir $run_root"
         if compgen -G "$run_root/*/summary.csv" >/dev/null; then
           echo "done already: $name"
           continue

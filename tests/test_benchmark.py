@@ -98,3 +98,38 @@ def test_adroit_and_paper_profiles_and_usage():
     assert bench("nope").returncode == 2
     res = bench("speed", "--dry-run")
     assert "tools/speed_reference.py --algo edac --num-critics 50" in res.stdout
+
+
+def test_scripts_total_and_pretrain_overrides():
+    env = {"BENCH_OUT": "/tmp/x", "BENCH_DATASETS": "local/hopper/medium-v0", "BENCH_SCRIPTS": "td3bc_pretrain",
+           "BENCH_TOTAL": "100000", "BENCH_PRETRAIN": "20000", "BENCH_JOBS": "2"}
+    res = bench("paper", "--dry-run", env=env)
+    assert res.returncode == 0, res.stderr
+    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    assert len(lines) == 3 * 2 and all("python td3bc_pretrain.py " in l for l in lines)  # 3 seeds x 2 variants
+    assert all(l.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in l for l in lines)
+    assert sum("--pretrain-steps 20000 " in l for l in lines) == 3 and sum("--pretrain-steps 0 " in l for l in lines) == 3
+    # without overrides the paper profile keeps its budget
+    res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_pretrain.py"})
+    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    assert len(lines) == 3 * 3 * 2 and all("python edac_pretrain.py " in l for l in lines)
+    assert all("--total-timesteps 1000000 " in l for l in lines)
+    assert sum("--pretrain-steps 50000 " in l for l in lines) == 9
+
+
+def test_bad_overrides_are_refused_with_the_fix():
+    res = bench("quick", "--dry-run", env={"BENCH_SCRIPTS": "td3bc_cql_pretrain"})
+    assert res.returncode == 2 and "not in the quick profile (it runs: td3bc_pretrain edac_pretrain)" in res.stderr
+    res = bench("quick", "--dry-run", env={"BENCH_TOTAL": "1e5"})
+    assert res.returncode == 2 and "BENCH_TOTAL must be a whole number of updates (got '1e5')" in res.stderr
+
+
+def test_window_override_applies_to_every_run(synthetic, tmp_path, capsys):
+    summarize.main([synthetic, "--window", "300", "400", "--no-plots"])
+    table = capsys.readouterr().out
+    # scratch [.., 20, 40] -> 30 for both seeds; pretrained seed 1 (40, 40), seed 2 (40, 40) -> 40
+    assert "| local/hopper/medium-v0 | td3bc_pretrain | no | 2 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in table
+    assert "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 40.0 ± 0.0 |" in table
+    with pytest.raises(SystemExit):
+        summarize.main([synthetic, "--window", "400", "300"])
+    assert "--window needs 0 <= START <= END (got 400 300)" in capsys.readouterr().err

@@ -5,7 +5,8 @@
 Reads every `<root>/**/config.json` + `eval.csv` written by the *_pretrain.py scripts. Groups by
 dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), over seeds.
 - final score: the last evaluation of each run; mean +- std over seeds.
-- window score: the mean of the evaluations in the run's --score-window; mean +- std over seeds.
+- window score: the mean of the evaluations in the run's --score-window (or in --window START END,
+  which applies to every run: e.g. the last 20% of a MuJoCo run); mean +- std over seeds.
 - efficiency: threshold = 90% of the scratch runs' mean final score; for pretrained and scratch,
   the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds at
   that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
@@ -21,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 
-def load_runs(root):
+def load_runs(root, window=None):
     runs = []
     for config_path in sorted(glob.glob(os.path.join(root, "**", "config.json"), recursive=True)):
         run_dir = os.path.dirname(config_path)
@@ -36,7 +37,7 @@ def load_runs(root):
             continue
         runs.append({
             "dataset": config["env_id"], "algorithm": config["exp_name"], "pretrained": config["pretrain_steps"] > 0,
-            "seed": config["seed"], "window": config.get("score_window"), "run_dir": run_dir,
+            "seed": config["seed"], "window": window or config.get("score_window"), "run_dir": run_dir,
             "update": np.array([int(r["update"]) for r in rows]), "wall_s": np.array([float(r["wall_s"]) for r in rows]),
             "score": np.array([float(r["normalized_mean"]) for r in rows]),
         })
@@ -155,8 +156,13 @@ def main(argv=None):
     parser.add_argument("root", help="folder holding the run directories (searched recursively)")
     parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--window", type=int, nargs=2, metavar=("START", "END"), default=None,
+                        help="window score over evaluations with START <= update <= END for every run "
+                             "(default: each run's own --score-window, n/a where it has none)")
     args = parser.parse_args(argv)
-    runs = load_runs(args.root)
+    if args.window and not 0 <= args.window[0] <= args.window[1]:
+        parser.error(f"--window needs 0 <= START <= END (got {args.window[0]} {args.window[1]})")
+    runs = load_runs(args.root, args.window)
     if not runs:
         raise SystemExit(f"error: no finished runs (config.json + eval.csv) under {args.root}")
     groups = group(runs)
