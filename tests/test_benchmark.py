@@ -133,3 +133,20 @@ def test_window_override_applies_to_every_run(synthetic, tmp_path, capsys):
     with pytest.raises(SystemExit):
         summarize.main([synthetic, "--window", "400", "300"])
     assert "--window needs 0 <= START <= END (got 400 300)" in capsys.readouterr().err
+
+
+def test_sustained_efficiency_ignores_a_lucky_early_evaluation(tmp_path):
+    root = str(tmp_path / "runs")
+    write_run(root, "s1", 0, 1, [10, 20, 30, 50], [10, 20, 30, 40])
+    write_run(root, "p1", 5000, 1, [60, 10, 50, 50], [12, 24, 36, 48])
+    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
+    # threshold 45: the pretrained run first reaches it at update 100 (its BC peak) but stays above only from 300
+    assert e["threshold"] == pytest.approx(45.0)
+    assert (e["pretrained_updates"], e["scratch_updates"], e["update_ratio"]) == (100, 400, 0.25)
+    assert (e["pretrained_sustained_updates"], e["scratch_sustained_updates"]) == (300, 400)
+    assert e["sustained_update_ratio"] == pytest.approx(0.75) and e["sustained_wall_ratio"] == pytest.approx(36 / 40)
+    write_run(root, "s2", 0, 2, [10, 20, 30, 50], [10, 20, 30, 40])
+    write_run(root, "p2", 5000, 2, [60, 10, 50, 20], [12, 24, 36, 48])  # seed-mean ends at 35 < 45: never sustained
+    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
+    assert e["pretrained_sustained_updates"] is None and e["sustained_update_ratio"] is None
+    assert "not reached / 400" in summarize.markdown(summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e})

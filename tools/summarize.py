@@ -10,6 +10,8 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
 - efficiency: threshold = 90% of the scratch runs' mean final score; for pretrained and scratch,
   the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds at
   that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
+- sustained efficiency: the same, with the first update from which the seed-mean curve stays at or
+  above the threshold until the run's end (a lucky early evaluation does not count).
 """
 
 import argparse
@@ -37,6 +39,7 @@ def load_runs(root, window=None):
             continue
         runs.append({
             "dataset": config["env_id"], "algorithm": config["exp_name"], "pretrained": config["pretrain_steps"] > 0,
+            "pretrain_steps": config["pretrain_steps"],
             "seed": config["seed"], "window": window or config.get("score_window"), "run_dir": run_dir,
             "update": np.array([int(r["update"]) for r in rows]), "wall_s": np.array([float(r["wall_s"]) for r in rows]),
             "score": np.array([float(r["normalized_mean"]) for r in rows]),
@@ -72,6 +75,16 @@ def first_reach(updates, score, wall, threshold):
     return (int(updates[hit[0]]), float(wall[hit[0]])) if hit.size else (None, None)
 
 
+def first_sustained(updates, score, wall, threshold):
+    below = np.nonzero(score < threshold)[0]
+    i = int(below[-1]) + 1 if below.size else 0
+    return (int(updates[i]), float(wall[i])) if i < len(score) else (None, None)
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
 def efficiency(groups):
     """{(dataset, algorithm): dict} for every pair that has both pretrained and scratch runs."""
     out = {}
@@ -84,11 +97,15 @@ def efficiency(groups):
         u_s, m_s, _, w_s = mean_curve(scratch)
         up, wp = first_reach(u_p, m_p, w_p, threshold)
         us, ws = first_reach(u_s, m_s, w_s, threshold)
+        sup, swp = first_sustained(u_p, m_p, w_p, threshold)
+        sus, sws = first_sustained(u_s, m_s, w_s, threshold)
         out[(dataset, algorithm)] = {
             "threshold": threshold, "pretrained_updates": up, "scratch_updates": us,
             "pretrained_wall_s": wp, "scratch_wall_s": ws,
-            "update_ratio": up / us if up is not None and us else None,
-            "wall_ratio": wp / ws if wp is not None and ws else None,
+            "update_ratio": ratio(up, us), "wall_ratio": ratio(wp, ws),
+            "pretrained_sustained_updates": sup, "scratch_sustained_updates": sus,
+            "pretrained_sustained_wall_s": swp, "scratch_sustained_wall_s": sws,
+            "sustained_update_ratio": ratio(sup, sus), "sustained_wall_ratio": ratio(swp, sws),
         }
     return out
 
@@ -105,8 +122,9 @@ def markdown(groups, ratios):
         lines.append(f"| {dataset} | {algorithm} | {'yes' if pretrained else 'no'} | {len(runs)} | "
                      f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |")
     if ratios:
-        lines += ["", "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) "
+                  "| stays above from, updates (ratio) | stays above from, wall-clock s (ratio) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for (dataset, algorithm), e in sorted(ratios.items()):
             def pair(a, b, r, unit=""):
                 if a is None or b is None:
@@ -114,7 +132,9 @@ def markdown(groups, ratios):
                 return f"{a:.0f}{unit} / {b:.0f}{unit} ({r:.2f})"
             lines.append(f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
                          f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
-                         f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} |")
+                         f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} | "
+                         f"{pair(e['pretrained_sustained_updates'], e['scratch_sustained_updates'], e['sustained_update_ratio'])} | "
+                         f"{pair(e['pretrained_sustained_wall_s'], e['scratch_sustained_wall_s'], e['sustained_wall_ratio'], 's')} |")
     return "\n".join(lines)
 
 
@@ -136,6 +156,9 @@ def plot(groups, out_dir):
             for ax, x in zip(axes, (updates, wall)):
                 ax.plot(x, mean, color=color, label=label)
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            if pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
+                axes[0].axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1,
+                                label="end of pretraining")
         axes[0].set_xlabel("updates (pretraining included)")
         axes[1].set_xlabel("wall-clock seconds")
         for ax in axes:
