@@ -149,4 +149,22 @@ def test_sustained_efficiency_ignores_a_lucky_early_evaluation(tmp_path):
     write_run(root, "p2", 5000, 2, [60, 10, 50, 20], [12, 24, 36, 48])  # seed-mean ends at 35 < 45: never sustained
     e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
     assert e["pretrained_sustained_updates"] is None and e["sustained_update_ratio"] is None
-    assert "not reached / 400" in summarize.markdown(summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e})
+    assert "not reached / 400 |" in summarize.markdown(summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e})
+
+
+def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
+    root = str(tmp_path / "runs")
+    write_run(root, "s1", 0, 1, [10, 50, 50, 50], [10, 20, 30, 40])
+    write_run(root, "p1", 5000, 1, [50, 50, 30, 50], [12, 24, 36, 48])
+    groups = summarize.group(summarize.load_runs(root))
+    key = ("local/hopper/medium-v0", "td3bc_pretrain")
+    # threshold 45; pretrained dips to 30 at update 300: strict plateau from 400, one dip allowed from 100
+    strict, lenient = summarize.efficiency(groups)[key], summarize.efficiency(groups, dips=1)[key]
+    assert (strict["pretrained_sustained_updates"], strict["scratch_sustained_updates"]) == (400, 200)
+    assert (lenient["pretrained_sustained_updates"], lenient["scratch_sustained_updates"]) == (100, 200)
+    assert lenient["sustained_update_ratio"] == pytest.approx(0.5) and lenient["sustained_wall_ratio"] == pytest.approx(0.6)
+    summarize.main([root, "--allow-dips", "1", "--no-plots"])
+    assert "| stays above (<= 1 dips) from, updates (ratio) |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        summarize.main([root, "--allow-dips", "-1"])
+    assert "--allow-dips must be >= 0 (got -1)" in capsys.readouterr().err

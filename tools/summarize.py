@@ -11,7 +11,9 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
   the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds at
   that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
 - sustained efficiency: the same, with the first update from which the seed-mean curve stays at or
-  above the threshold until the run's end (a lucky early evaluation does not count).
+  above the threshold until the run's end (a lucky early evaluation does not count); with
+  --allow-dips K, up to K later evaluations may fall below it (one bad evaluation at the end of a
+  long plateau does not erase the plateau).
 """
 
 import argparse
@@ -75,17 +77,19 @@ def first_reach(updates, score, wall, threshold):
     return (int(updates[hit[0]]), float(wall[hit[0]])) if hit.size else (None, None)
 
 
-def first_sustained(updates, score, wall, threshold):
-    below = np.nonzero(score < threshold)[0]
-    i = int(below[-1]) + 1 if below.size else 0
-    return (int(updates[i]), float(wall[i])) if i < len(score) else (None, None)
+def first_sustained(updates, score, wall, threshold, dips=0):
+    """First evaluation at or above threshold after which at most `dips` evaluations fall below it."""
+    below = score < threshold
+    below_from = np.cumsum(below[::-1])[::-1]  # evaluations below the threshold from each index on
+    ok = np.nonzero(~below & (below_from <= dips))[0]
+    return (int(updates[ok[0]]), float(wall[ok[0]])) if ok.size else (None, None)
 
 
 def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def efficiency(groups):
+def efficiency(groups, dips=0):
     """{(dataset, algorithm): dict} for every pair that has both pretrained and scratch runs."""
     out = {}
     for (dataset, algorithm, pretrained), runs in groups.items():
@@ -97,8 +101,8 @@ def efficiency(groups):
         u_s, m_s, _, w_s = mean_curve(scratch)
         up, wp = first_reach(u_p, m_p, w_p, threshold)
         us, ws = first_reach(u_s, m_s, w_s, threshold)
-        sup, swp = first_sustained(u_p, m_p, w_p, threshold)
-        sus, sws = first_sustained(u_s, m_s, w_s, threshold)
+        sup, swp = first_sustained(u_p, m_p, w_p, threshold, dips)
+        sus, sws = first_sustained(u_s, m_s, w_s, threshold, dips)
         out[(dataset, algorithm)] = {
             "threshold": threshold, "pretrained_updates": up, "scratch_updates": us,
             "pretrained_wall_s": wp, "scratch_wall_s": ws,
@@ -114,7 +118,7 @@ def fmt(mean, std):
     return "n/a" if np.isnan(mean) else f"{mean:.1f} ± {std:.1f}"
 
 
-def markdown(groups, ratios):
+def markdown(groups, ratios, dips=0):
     lines = ["| dataset | algorithm | pretraining | seeds | final score | window score |", "| --- | --- | --- | --- | --- | --- |"]
     for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
         finals = [r["score"][-1] for r in runs]
@@ -123,12 +127,14 @@ def markdown(groups, ratios):
                      f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |")
     if ratios:
         lines += ["", "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) "
-                  "| stays above from, updates (ratio) | stays above from, wall-clock s (ratio) |",
+                  f"| stays above{f' (<= {dips} dips)' if dips else ''} from, updates (ratio) "
+                  f"| stays above{f' (<= {dips} dips)' if dips else ''} from, wall-clock s (ratio) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for (dataset, algorithm), e in sorted(ratios.items()):
             def pair(a, b, r, unit=""):
                 if a is None or b is None:
-                    return f"{a if a is not None else 'not reached'} / {b if b is not None else 'not reached'}"
+                    a, b = (f"{x:.0f}{unit}" if x is not None else "not reached" for x in (a, b))
+                    return f"{a} / {b}"
                 return f"{a:.0f}{unit} / {b:.0f}{unit} ({r:.2f})"
             lines.append(f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
                          f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
@@ -143,6 +149,7 @@ def plot(groups, out_dir):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     paths = []
     for dataset, algorithm in sorted({(d, a) for d, a, _ in groups}):
@@ -159,6 +166,7 @@ def plot(groups, out_dir):
             if pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
                 axes[0].axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1,
                                 label="end of pretraining")
+        axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axes[0].set_xlabel("updates (pretraining included)")
         axes[1].set_xlabel("wall-clock seconds")
         for ax in axes:
@@ -182,14 +190,18 @@ def main(argv=None):
     parser.add_argument("--window", type=int, nargs=2, metavar=("START", "END"), default=None,
                         help="window score over evaluations with START <= update <= END for every run "
                              "(default: each run's own --score-window, n/a where it has none)")
+    parser.add_argument("--allow-dips", type=int, default=0, metavar="K",
+                        help="sustained efficiency: evaluations that may fall below the threshold after the plateau starts")
     args = parser.parse_args(argv)
+    if args.allow_dips < 0:
+        parser.error(f"--allow-dips must be >= 0 (got {args.allow_dips})")
     if args.window and not 0 <= args.window[0] <= args.window[1]:
         parser.error(f"--window needs 0 <= START <= END (got {args.window[0]} {args.window[1]})")
     runs = load_runs(args.root, args.window)
     if not runs:
         raise SystemExit(f"error: no finished runs (config.json + eval.csv) under {args.root}")
     groups = group(runs)
-    table = markdown(groups, efficiency(groups))
+    table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
