@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark grid in CleanRL's style: scripts x datasets x seeds x {pretrained, scratch}.
 #
-#   bash benchmark.sh PROFILE [--dry-run]
+#   bash benchmark.sh [PROFILE] [--dry-run]       run a grid here (PROFILE defaults to paper)
+#   BENCH_LAUNCHER=slurm bash benchmark.sh PROFILE [--dry-run]
+#                                                  submit the grid as one SLURM array job
+#   bash benchmark.sh summarize BENCH_OUT           table + plots of a finished grid
 #
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
@@ -10,25 +13,51 @@
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
 #          speed  updates/s of every script's pretraining and finetuning, and the straightforward
 #                 reference loops (tools/speed_reference.py)
+# Before a local grid starts it prints the grid, the run count and an estimate of its duration
+# from a short speed probe of each script on each dataset (BENCH_PROBE=0 skips the probe; a dry
+# run skips it unless BENCH_PROBE=1).
 # Settings (environment variables):
-#   BENCH_DATASETS  space-separated dataset ids/short names (default per profile; e.g.
-#                   "local/hopper/medium-v0" with MINARI_DATASETS_PATH for ../shared/datasets replicas)
+#   BENCH_DATASETS  space-separated dataset ids/short names (default per profile; a locally built
+#                   Minari dataset works too, e.g. "local/hopper/medium-v0" with MINARI_DATASETS_PATH)
 #   BENCH_SEEDS     space-separated seeds (paper/adroit: "1 2 3", quick: "1")
-#   BENCH_JOBS      runs at once (default: the number of cores); with more than one, each run gets
-#                   one torch thread (OMP_NUM_THREADS=1)
+#   BENCH_JOBS      runs at once here (default: the number of cores); with more than one, each run
+#                   gets one torch thread (OMP_NUM_THREADS=1)
 #   BENCH_OUT       output folder (default bench/PROFILE): runs/, logs/, summary.md, PNG plots
 #   BENCH_SCRIPTS   space-separated scripts to run, a subset of the profile's (e.g. "td3bc_pretrain")
 #   BENCH_TOTAL     updates per run, pretraining included (default per profile/script)
 #   BENCH_PRETRAIN  pretraining updates of the pretrained runs (default per profile/script)
+#   BENCH_FLAGS     extra flags for every run, last on its command line (e.g. "--no-compile")
+#   BENCH_LAUNCHER  local (default) or slurm: write BENCH_OUT/slurm_array.sh, one array task per
+#                   run, and submit it with sbatch (--dry-run prints it instead)
+#   BENCH_SLURM_ARGS extra sbatch arguments, e.g. "--partition gpu --time 48:00:00 --gres gpu:1"
 # Each run logs to BENCH_OUT/logs/NAME.log. Re-running skips finished runs and resumes interrupted
-# ones from their last checkpoint. At the end, tools/summarize.py writes the table and the plots.
+# ones from their last checkpoint; a SLURM task does the same for its run. At the end of a local
+# grid, tools/summarize.py writes the table and the plots.
 set -euo pipefail
 cd "$(dirname "$0")"
+repo="$(pwd)"
 export PYTHONUNBUFFERED=1  # run logs show each evaluation as it happens
 
-profile="${1:-}"
+profile=paper
+case "${1:-}" in
+  ""|--dry-run) ;;
+  summarize)
+    [ -n "${2:-}" ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT" >&2; exit 2; }
+    [ -d "$2/runs" ] || { echo "summarize: no runs/ folder in '$2' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
+    exec python tools/summarize.py "$2/runs" --out "$2"
+    ;;
+  *) profile="$1"; shift ;;
+esac
 dry_run=0
-[ "${2:-}" = "--dry-run" ] && dry_run=1
+task=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry_run=1 ;;
+    --task) task="${2:?--task needs a run index}"; shift ;;
+    *) echo "unknown argument '$1'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run]" >&2; exit 2 ;;
+  esac
+  shift
+done
 case "$profile" in
   paper)
     datasets="${BENCH_DATASETS:-hopper-medium halfcheetah-medium walker2d-medium}"
@@ -52,7 +81,7 @@ case "$profile" in
     datasets="${BENCH_DATASETS:-local/hopper/medium-v0}"
     ;;
   *)
-    echo "usage: bash benchmark.sh paper|adroit|quick|speed [--dry-run]" >&2
+    echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
     exit 2
     ;;
 esac
@@ -71,6 +100,11 @@ for var in BENCH_TOTAL BENCH_PRETRAIN; do
     exit 2
   fi
 done
+launcher="${BENCH_LAUNCHER:-local}"
+case "$launcher" in
+  local|slurm) ;;
+  *) echo "BENCH_LAUNCHER must be local or slurm (got '$launcher')" >&2; exit 2 ;;
+esac
 out="${BENCH_OUT:-bench/$profile}"
 jobs="${BENCH_JOBS:-$(nproc)}"
 threads=""
@@ -87,6 +121,7 @@ total_steps() {  # script
   if [ -n "${BENCH_TOTAL:-}" ]; then echo "$BENCH_TOTAL"; return; fi
   case "$profile:$1" in
     paper:*) echo 1000000 ;;
+    adroit:*) echo 300000 ;;
     quick:td3bc_pretrain) echo 20000 ;;
     quick:edac_pretrain) echo 5000 ;;
   esac
@@ -95,9 +130,19 @@ pretrain_steps() {  # script
   if [ -n "${BENCH_PRETRAIN:-}" ]; then echo "$BENCH_PRETRAIN"; return; fi
   case "$profile:$1" in
     paper:*) echo 50000 ;;
+    adroit:*) echo 200000 ;;
     quick:td3bc_pretrain) echo 5000 ;;
     quick:edac_pretrain) echo 2500 ;;
   esac
+}
+# The updates/s a script reaches on a dataset: the last log interval of a short finetuning run, with the
+# threads that a run of the grid gets.
+probe_speed() {  # script dataset
+  local n=1500
+  case "$1" in edac*) n=30 ;; esac
+  env $threads python "$1.py" --env-id "$2" $(extra_flags "$1") --pretrain-steps 0 --total-timesteps $n --eval-freq $n \
+    --log-freq $((n / 3)) --eval-episodes 1 ${BENCH_FLAGS:-} --runs-dir "$out/probe" 2>&1 \
+    | grep -E "^\[finetune\] update $n/" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/' || true
 }
 
 if [ "$profile" = speed ]; then
@@ -125,42 +170,128 @@ if [ "$profile" = speed ]; then
   exit 0
 fi
 
-mkdir -p "$out/runs" "$out/logs"
-running=0
+# The grid, in a fixed order: run i of a SLURM array is names[i] here too.
+names=() run_scripts=() run_flags=() run_totals=()
 for dataset in $datasets; do
   for script in $scripts; do
     for seed in $seeds; do
       for variant in pretrained scratch; do
-        name="${dataset//\//-}__${script}__${variant}__${seed}"
-        run_root="$out/runs/$name"
         steps=$(pretrain_steps "$script")
         [ "$variant" = scratch ] && steps=0
         total=$(total_steps "$script")
-        flags="--env-id $dataset --seed $seed $common $(extra_flags "$script") ${total:+--total-timesteps $total} ${steps:+--pretrain-steps $steps} --save-model --runs-dir $run_root"
-        if compgen -G "$run_root/*/summary.csv" >/dev/null; then
-          echo "done already: $name"
-          continue
-        fi
-        existing=$(compgen -G "$run_root/*/checkpoint.pt" | head -n 1 || true)
-        if [ -n "$existing" ]; then
-          cmd="python $script.py --resume $(dirname "$existing")"
-        else
-          cmd="python $script.py $flags"
-        fi
-        if [ "$dry_run" = 1 ]; then
-          echo "would run: $threads $cmd > $out/logs/$name.log"
-          continue
-        fi
-        echo "start: $name"
-        (env $threads $cmd > "$out/logs/$name.log" 2>&1 || echo "FAILED: $name (see $out/logs/$name.log)") &
-        running=$((running + 1))
-        if [ "$running" -ge "$jobs" ]; then
-          wait -n || true
-          running=$((running - 1))
-        fi
+        names+=("${dataset//\//-}__${script}__${variant}__${seed}")
+        run_scripts+=("$script")
+        run_totals+=("$total")
+        run_flags+=("--env-id $dataset --seed $seed $common $(extra_flags "$script") ${total:+--total-timesteps $total} ${steps:+--pretrain-steps $steps} --save-model ${BENCH_FLAGS:-}")
       done
     done
   done
+done
+count=${#names[@]}
+
+# The command of run i: skip it if finished, resume it if it has a checkpoint, else start it.
+run_command() {  # index
+  local name="${names[$1]}" run_root="$out/runs/${names[$1]}" existing
+  if compgen -G "$run_root/*/summary.csv" >/dev/null; then
+    return 1
+  fi
+  existing=$(compgen -G "$run_root/*/checkpoint.pt" | head -n 1 || true)
+  if [ -n "$existing" ]; then
+    echo "python ${run_scripts[$1]}.py --resume $(dirname "$existing")"
+  else
+    echo "python ${run_scripts[$1]}.py ${run_flags[$1]} --runs-dir $run_root"
+  fi
+}
+
+if [ -n "$task" ]; then  # one run of the grid, in the foreground (a SLURM array task)
+  if ! [[ "$task" =~ ^[0-9]+$ ]] || [ "$task" -ge "$count" ]; then
+    echo "--task $task: the $profile grid has runs 0..$((count - 1))" >&2
+    exit 2
+  fi
+  mkdir -p "$out/runs" "$out/logs"
+  if ! cmd=$(run_command "$task"); then echo "done already: ${names[$task]}"; exit 0; fi
+  echo "start: ${names[$task]}: $cmd"
+  $cmd > "$out/logs/${names[$task]}.log" 2>&1 || { echo "FAILED: ${names[$task]} (see $out/logs/${names[$task]}.log)"; exit 1; }
+  echo "finished: ${names[$task]}"
+  exit 0
+fi
+
+echo "grid: profile $profile; datasets: $datasets; scripts: $scripts; seeds: $seeds; pretrained and scratch"
+echo "runs: $count ($launcher launcher; output in $out)"
+
+if [ "$launcher" = slurm ]; then
+  array="$out/slurm_array.sh"
+  array_text=$(
+    echo "#!/usr/bin/env bash"
+    echo "#SBATCH --job-name=bench-$profile"
+    echo "#SBATCH --array=0-$((count - 1))"
+    echo "#SBATCH --output=$out/logs/slurm-%A_%a.out"
+    echo "# One array task per run: task i runs run i of the grid (benchmark.sh --task i), which skips"
+    echo "# a finished run and resumes an interrupted one. When all are done: bash benchmark.sh summarize $out"
+    echo "set -euo pipefail"
+    echo "cd $(printf '%q' "$repo")"
+    for var in BENCH_DATASETS BENCH_SEEDS BENCH_SCRIPTS BENCH_TOTAL BENCH_PRETRAIN BENCH_FLAGS MINARI_DATASETS_PATH; do
+      [ -n "${!var:-}" ] && echo "export $var=$(printf '%q' "${!var}")"
+    done
+    echo "export BENCH_OUT=$(printf '%q' "$out")"
+    echo "bash benchmark.sh $profile --task \"\$SLURM_ARRAY_TASK_ID\""
+  )
+  submit="sbatch ${BENCH_SLURM_ARGS:-} $array"
+  if [ "$dry_run" = 1 ]; then
+    echo "$array_text"
+    echo "would write $array and submit: $submit"
+    exit 0
+  fi
+  mkdir -p "$out/logs"
+  echo "$array_text" > "$array"
+  echo "submitting: $submit"
+  $submit
+  echo "when the array is done: bash benchmark.sh summarize $out"
+  exit 0
+fi
+
+if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
+  echo "speed probe (a short finetuning run of each script on each dataset):"
+  total_s=0
+  for dataset in $datasets; do
+    for script in $scripts; do
+      ups=$(probe_speed "$script" "$dataset")
+      if [ -z "$ups" ]; then
+        echo "  $script on $dataset: probe failed (try: python $script.py --env-id $dataset --total-timesteps 30)"
+        total_s=""
+        break 2
+      fi
+      runs_here=$(( $(wc -w <<<"$seeds") * 2 ))
+      secs=$(python -c "print(round($runs_here * $(total_steps "$script") / $ups))")
+      echo "  $script on $dataset: $ups updates/s -> $runs_here runs x $(total_steps "$script") updates = ${secs} s"
+      total_s=$((total_s + secs))
+    done
+  done
+  if [ -n "$total_s" ]; then
+    python -c "s = $total_s / min($jobs, $count); print(f'estimate: {s / 60:.0f} min ({s / 3600:.1f} h) with {min($jobs, $count)} runs at a time '
+               f'(training only, at the probed finetuning speed; evaluation and contention add to it)')"
+  fi
+fi
+
+mkdir -p "$out/runs" "$out/logs"
+running=0
+for i in "${!names[@]}"; do
+  name="${names[$i]}"
+  if ! cmd=$(run_command "$i"); then
+    echo "done already: $name"
+    continue
+  fi
+  if [ "$dry_run" = 1 ]; then
+    echo "would run: $threads $cmd > $out/logs/$name.log"
+    continue
+  fi
+  echo "start: $name"
+  (env $threads $cmd > "$out/logs/$name.log" 2>&1 || echo "FAILED: $name (see $out/logs/$name.log)") &
+  running=$((running + 1))
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
 done
 [ "$dry_run" = 1 ] && exit 0
 wait

@@ -213,11 +213,13 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
     if r.size == 0:
         return r
     end[-1] = True
-    if tail == "geometric":
+    truncated = end & ~term
+    if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) there is no tail
         if gamma >= 1:
-            raise ValueError("mc_tail 'geometric' needs gamma < 1 (the tail r_T gamma / (1 - gamma) diverges); use tail 'none'")
-        b = np.where(end & ~term, r / (1 - gamma), r)
-    elif tail == "none":
+            raise ValueError(f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
+                             "where the tail gamma / (1 - gamma) diverges; use tail 'none'")
+        b = np.where(truncated, r / (1 - gamma), r)
+    elif tail in ("geometric", "none"):
         b = r.copy()
     else:
         raise ValueError(f"unknown tail '{tail}': use 'geometric' or 'none'")
@@ -318,12 +320,17 @@ def check_args(args: Args):
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     if args.pretrain_steps < 0:
         problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
+    if args.pretrain_steps > args.total_timesteps:
+        problems.append(f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
+                        "pretraining too: raise --total-timesteps or lower --pretrain-steps")
+    if not args.learning_rate > 0:
+        problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
+    if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
+        problems.append(f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder (it is created if missing)")
     if not 0.0 <= args.td_lambda <= 1.0:
         problems.append(f"--td-lambda must be in [0, 1] (got {args.td_lambda})")
     if not 0.0 < args.gamma <= 1.0:
         problems.append(f"--gamma must be in (0, 1] (got {args.gamma})")
-    if args.gamma >= 1.0 and args.mc_tail == "geometric":
-        problems.append("--mc-tail geometric needs --gamma < 1; use --mc-tail none with gamma 1")
     if not 0.0 <= args.tau <= 1.0:
         problems.append(f"--tau must be in [0, 1] (got {args.tau})")
     if args.pretrain_cql_weight < 0:
@@ -338,6 +345,20 @@ def check_args(args: Args):
         raise ValueError("; ".join(problems))
 
 
+def check_data(args: Args, data):
+    """The flags that only the loaded dataset can check, before the first update."""
+    n = len(data["rewards"])
+    truncated_ends = int(((data["truncations"] > 0) & (data["terminations"] == 0)).sum())
+    problems = []
+    if args.batch_size > n:
+        problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
+    if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
+        problems.append(f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
+                        "tail gamma / (1 - gamma) diverges; use --mc-tail none")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def load_resume_args(run_dir: str) -> Args:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -347,6 +368,13 @@ def load_resume_args(run_dir: str) -> Args:
     config["hidden_dims"] = tuple(config["hidden_dims"])
     config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
+    written_by = config.pop("script", None)
+    unknown = sorted(set(config) - set(Args.__dataclass_fields__))
+    this_script = os.path.basename(__file__)
+    if unknown or (written_by is not None and written_by != this_script):
+        by = written_by or f"another script (its config has {', '.join(unknown)}, which {this_script} lacks)"
+        fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
+        raise ValueError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
     return Args(**config)
 
 
@@ -364,6 +392,7 @@ def main(args: Args):
     check_args(args)
     dataset = utils.load_dataset(args.env_id)
     data = utils.flatten_dataset(dataset)
+    check_data(args, data)
     ref = utils.reference_scores(dataset, args.eval_protocol)
     alpha = args.alpha
 
@@ -374,7 +403,7 @@ def main(args: Args):
         run_dir = os.path.join(args.runs_dir, run_name)
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump(asdict(args), f, indent=2)
+            json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
     csv_path = os.path.join(run_dir, "eval.csv")
 
@@ -559,8 +588,8 @@ def main(args: Args):
     if args.score_window is not None:
         print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
               f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
-    print("other data: --env-id hopper-medium (Minari, downloaded once), --env-id local/hopper/medium-v0 "
-          "(../shared/datasets replicas via MINARI_DATASETS_PATH), or any Minari id; see README 'Data'")
+    print("other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
+          "via MINARI_DATASETS_PATH; see README 'Data'")
     return run_dir
 
 

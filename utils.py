@@ -98,7 +98,10 @@ def load_dataset(name: str, download: bool = True):
     dataset_id = resolve_dataset_id(name)
     path = os.path.join(minari_root(), dataset_id)
     if os.path.exists(os.path.join(path, "data")):
-        return minari.load_dataset(dataset_id)
+        try:
+            return minari.load_dataset(dataset_id)
+        except (OSError, KeyError, ValueError) as e:  # h5py/json errors of a damaged or half-written copy
+            raise unreadable_dataset(dataset_id, path, e) from e
     if dataset_id.startswith("local/") and dataset_id.endswith("/random-v0"):
         task = dataset_id.split("/")[1]
         raise DatasetError(
@@ -116,9 +119,23 @@ def load_dataset(name: str, download: bool = True):
             f"downloaded: {type(e).__name__}: {e}\n"
             f"Fix: on a machine with network run `minari download {dataset_id}` and copy "
             f"~/.minari/datasets/{dataset_id} to {path}, or set MINARI_DATASETS_PATH to a Minari root "
-            f"that holds it (e.g. one built by ../shared/datasets/make_datasets.py, ids local/<task>/<level>-v0), "
+            f"that holds it (any local Minari root works, e.g. one holding datasets you built yourself), "
             f"or build a random dataset offline with `python utils.py build-random <task>`."
         ) from e
+
+
+def unreadable_dataset(dataset_id: str, path: str, error: Exception) -> DatasetError:
+    """The error for a dataset folder whose files cannot be read (truncated or corrupt HDF5, bad metadata)."""
+    if dataset_id.startswith("local/") and dataset_id.endswith("/random-v0"):
+        fix = f"rebuild it: `python utils.py build-random {dataset_id.split('/')[1]} --overwrite`"
+    elif dataset_id.startswith("local/"):
+        fix = "rebuild it with the tool that made it"
+    else:
+        fix = f"delete {path} and download it again: `minari download {dataset_id}`"
+    data_file = os.path.join(path, "data", "main_data.hdf5")
+    where = data_file if os.path.exists(data_file) else path
+    return DatasetError(f"dataset '{dataset_id}': {where} cannot be read ({type(error).__name__}: {error}); "
+                        f"the file is damaged or incomplete (an interrupted download or build?). Fix: {fix}.")
 
 
 def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
@@ -134,7 +151,11 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
             f"only Box observations are supported, this dataset has {dataset.observation_space}; "
             "flatten them into a Box before training."
         )
-    episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
+    try:
+        episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
+    except (OSError, KeyError) as e:  # a data file damaged after its metadata was read
+        path = os.path.join(minari_root(), dataset.spec.dataset_id)
+        raise unreadable_dataset(dataset.spec.dataset_id, path, e) from e
     if not episodes:
         raise DatasetError(f"dataset {dataset.spec.dataset_id} has no episodes")
     obs = [np.asarray(ep["observations"], dtype=np.float32) for ep in episodes]

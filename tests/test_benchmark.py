@@ -1,5 +1,6 @@
 """benchmark.sh (dry run, skip/resume logic) and tools/summarize.py on synthetic runs computed by hand."""
 
+import glob
 import json
 import os
 import subprocess
@@ -168,3 +169,64 @@ def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
     with pytest.raises(SystemExit):
         summarize.main([root, "--allow-dips", "-1"])
     assert "--allow-dips must be >= 0 (got -1)" in capsys.readouterr().err
+
+
+def test_bare_command_is_the_paper_profile():
+    res = bench("--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_JOBS": "2"})
+    assert res.returncode == 0, res.stderr
+    assert "grid: profile paper; datasets: hopper-medium halfcheetah-medium walker2d-medium; scripts: td3bc_pretrain edac_pretrain; seeds: 1 2 3" in res.stdout
+    assert "runs: 36 (local launcher; output in /tmp/x)" in res.stdout
+    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    assert len(lines) == 36 and all("--total-timesteps 1000000 " in l for l in lines)
+    res = bench("quick", "--dry-run", "--bogus")
+    assert res.returncode == 2 and "unknown argument '--bogus'" in res.stderr
+    res = bench("quick", "--dry-run", env={"BENCH_LAUNCHER": "pbs"})
+    assert res.returncode == 2 and "BENCH_LAUNCHER must be local or slurm (got 'pbs')" in res.stderr
+
+
+def test_slurm_dry_run_prints_the_array_script(tmp_path):
+    env = {"BENCH_LAUNCHER": "slurm", "BENCH_OUT": str(tmp_path / "out"), "BENCH_SLURM_ARGS": "--partition gpu --time 2:00:00"}
+    res = bench("quick", "--dry-run", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "#SBATCH --array=0-3" in res.stdout  # 1 dataset x 2 scripts x 1 seed x 2 variants
+    assert f"#SBATCH --output={tmp_path}/out/logs/slurm-%A_%a.out" in res.stdout
+    assert 'bash benchmark.sh quick --task "$SLURM_ARRAY_TASK_ID"' in res.stdout
+    assert f"would write {tmp_path}/out/slurm_array.sh and submit: sbatch --partition gpu --time 2:00:00 {tmp_path}/out/slurm_array.sh" in res.stdout
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
+    """A fake sbatch records its arguments and runs array tasks 0 and 1 (both runs of a one-seed grid)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$@" > {tmp_path}/sbatch_args\n'
+        'for i in 0 1; do SLURM_ARRAY_TASK_ID=$i bash "${@: -1}" || exit 1; done\n'
+        "echo Submitted batch job 42\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    out = tmp_path / "out"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "BENCH_LAUNCHER": "slurm", "BENCH_OUT": str(out),
+           "BENCH_SLURM_ARGS": "--partition debug", "BENCH_DATASETS": "hopper-random", "BENCH_SCRIPTS": "td3bc_pretrain",
+           "BENCH_TOTAL": "200", "BENCH_PRETRAIN": "100", "OMP_NUM_THREADS": "1",
+           "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 2 --eval-freq 100"}
+    res = bench("quick", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert open(tmp_path / "sbatch_args").read().split() == ["--partition", "debug", str(out / "slurm_array.sh")]
+    assert "Submitted batch job 42" in res.stdout and f"bash benchmark.sh summarize {out}" in res.stdout
+    for variant in ("pretrained", "scratch"):
+        name = f"hopper-random__td3bc_pretrain__{variant}__1"
+        assert f"finished: {name}" in res.stdout
+        (summary,) = glob.glob(str(out / "runs" / name / "*" / "summary.csv"))
+        config = json.load(open(os.path.join(os.path.dirname(summary), "config.json")))
+        assert config["total_timesteps"] == 200 and config["pretrain_steps"] == (100 if variant == "pretrained" else 0)
+        assert config["hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
+        assert os.path.getsize(out / "logs" / f"{name}.log") > 0
+    # a task whose run is finished skips it, as the local launcher does
+    again = subprocess.run(["bash", str(out / "slurm_array.sh")], env=dict(os.environ, **env, SLURM_ARRAY_TASK_ID="0"),
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "done already: hopper-random__td3bc_pretrain__pretrained__1" in again.stdout
+    res = bench("summarize", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "| hopper-random | td3bc_pretrain | yes | 1 |" in open(out / "summary.md").read()
+    assert bench("summarize", str(tmp_path / "nowhere")).returncode == 2

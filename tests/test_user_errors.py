@@ -1,0 +1,137 @@
+"""Bad input in all four scripts: each ends with one error naming the flag (or file) and the fix."""
+
+import importlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+import utils
+from conftest import TINY, run_script
+
+SCRIPTS = ["td3bc_pretrain", "edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain"]
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+
+
+def run_main(module, tmp_path, **overrides):
+    args = module.Args(env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path / "runs"),
+                       total_timesteps=100, pretrain_steps=50, eval_freq=100, eval_episodes=1, hidden_dims=(8, 8))
+    from dataclasses import replace
+
+    return module.main(replace(args, **overrides))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("overrides,message", [
+    ({"learning_rate": -1.0}, "--learning-rate must be > 0 (got -1.0)"),
+    ({"pretrain_steps": 600, "total_timesteps": 500},
+     "--pretrain-steps 600 exceeds --total-timesteps 500, which counts pretraining too: raise --total-timesteps or lower --pretrain-steps"),
+])
+def test_flags_checked_before_the_dataset_loads(script, overrides, message, tmp_path, monkeypatch):
+    def no_load(*_):
+        raise AssertionError("the dataset was loaded before the flags were checked")
+
+    monkeypatch.setattr(utils, "load_dataset", no_load)
+    with pytest.raises(ValueError) as e:
+        run_main(MODULES[script], tmp_path, **overrides)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_runs_dir_naming_a_file(script, tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "load_dataset", lambda *_: pytest.fail("dataset loaded before the flags were checked"))
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=f"--runs-dir {a_file} is a file, not a directory: name a folder"):
+        run_main(MODULES[script], tmp_path, runs_dir=str(a_file))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_batch_larger_than_the_dataset(script, minari_root, tmp_path):
+    with pytest.raises(ValueError, match=r"--batch-size 2000000000 exceeds the dataset's \d+ transitions: use at most \d+"):
+        run_main(MODULES[script], tmp_path, batch_size=2_000_000_000)
+    assert not os.path.exists(tmp_path / "runs")  # refused before a run directory was made
+
+
+def episodes(truncated_end):
+    """Two episodes: one terminated, the second terminated or (truncated_end) cut by a time limit."""
+    return {"rewards": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
+            "terminations": np.array([0, 1, 0, 0 if truncated_end else 1], np.float32),
+            "truncations": np.array([0, 0, 0, 1 if truncated_end else 0], np.float32)}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gamma_one_with_geometric_tail_only_fails_on_truncated_ends(script):
+    module = MODULES[script]
+    args = module.Args(gamma=1.0, mc_tail="geometric", batch_size=2)
+    module.check_data(args, episodes(truncated_end=False))  # every episode terminates: the paper's Table 1 case
+    with pytest.raises(ValueError, match="--gamma 1.0 with --mc-tail geometric: 1 episode\\(s\\) end truncated.*use --mc-tail none"):
+        module.check_data(args, episodes(truncated_end=True))
+    module.check_data(module.Args(gamma=1.0, mc_tail="none", batch_size=2), episodes(truncated_end=True))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_returns_with_gamma_one_and_the_default_tail(script):
+    module = MODULES[script]
+    data = episodes(truncated_end=False)
+    if hasattr(module, "mc_returns"):
+        returns = lambda d: module.mc_returns(d["rewards"], d["terminations"], d["truncations"], gamma=1.0)
+    else:  # the soft returns with zero entropy are the hard returns
+        returns = lambda d: module.soft_mc_returns(d["rewards"], np.zeros(4), d["terminations"], d["truncations"],
+                                                   gamma=1.0, alpha=0.5)
+    np.testing.assert_allclose(returns(data), [1 + 2, 2, 3 + 4, 4])  # undiscounted sums within each episode
+    with pytest.raises(ValueError, match="needs gamma < 1: 1 episode\\(s\\) end truncated"):
+        returns(episodes(truncated_end=True))
+
+
+@pytest.mark.parametrize("reader", SCRIPTS)
+def test_resume_of_another_scripts_run_names_it(reader, tmp_path):
+    writer = SCRIPTS[(SCRIPTS.index(reader) + 2) % 4]  # the hybrid of a base script, or the base of a hybrid
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = asdict(MODULES[writer].Args())
+    json.dump({**config, "script": f"{writer}.py"}, open(run_dir / "config.json", "w"))
+    with pytest.raises(ValueError) as e:
+        MODULES[reader].load_resume_args(str(run_dir))
+    assert f"that run was written by {writer}.py, not {reader}.py; resume it with python {writer}.py --resume {run_dir}" in str(e.value)
+    # a config.json from before the script was recorded: the fields that give it away are named
+    json.dump(config, open(run_dir / "config.json", "w"))
+    extra = sorted(set(config) - set(asdict(MODULES[reader].Args())))
+    if extra:  # (a hybrid accepts its base's fields: there only the recorded script name tells them apart)
+        with pytest.raises(ValueError, match=f"written by another script \\(its config has {', '.join(extra)}, which {reader}.py lacks\\)"):
+            MODULES[reader].load_resume_args(str(run_dir))
+    # its own runs resume
+    json.dump({**asdict(MODULES[reader].Args()), "script": f"{reader}.py"}, open(run_dir / "config.json", "w"))
+    assert MODULES[reader].load_resume_args(str(run_dir)).resume == str(run_dir)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_corrupt_dataset_file_is_named_with_the_fix(script, minari_root, tmp_path, monkeypatch):
+    root = tmp_path / "minari"
+    shutil.copytree(os.path.join(minari_root, "local", "hopper", "random-v0"), root / "local" / "hopper" / "random-v0")
+    data_file = root / "local" / "hopper" / "random-v0" / "data" / "main_data.hdf5"
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    with pytest.raises(utils.DatasetError) as e:
+        run_main(MODULES[script], tmp_path)
+    message = str(e.value)
+    assert f"{data_file} cannot be read (OSError: " in message and "damaged or incomplete" in message
+    assert "Fix: rebuild it: `python utils.py build-random hopper --overwrite`" in message
+
+
+def test_corrupt_downloaded_dataset_says_download_again(tmp_path):
+    error = utils.unreadable_dataset("mujoco/hopper/medium-v0", str(tmp_path), OSError("truncated file"))
+    assert f"Fix: delete {tmp_path} and download it again: `minari download mujoco/hopper/medium-v0`" in str(error)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_input_is_one_error_line_without_traceback(script, minari_root, tmp_path):
+    res = run_script(TINY + ["--learning-rate", "-1", "--batch-size", "0"], script=f"{script}.py")
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "--learning-rate must be > 0 (got -1.0)" in res.stderr and "--batch-size must be at least 1 (got 0)" in res.stderr
+    assert "Traceback" not in res.stderr
