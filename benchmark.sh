@@ -72,13 +72,13 @@ case "$profile" in
     common="--eval-protocol paper --eval-freq 10000"
     ;;
   quick)
-    datasets="${BENCH_DATASETS:-local/hopper/medium-v0}"
+    datasets="${BENCH_DATASETS:-hopper-medium}"
     seeds="${BENCH_SEEDS:-1}"
     scripts="td3bc_pretrain edac_pretrain"
     common="--eval-freq 2500 --eval-episodes 5"
     ;;
   speed)
-    datasets="${BENCH_DATASETS:-local/hopper/medium-v0}"
+    datasets="${BENCH_DATASETS:-hopper-medium}"
     ;;
   *)
     echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2

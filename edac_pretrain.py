@@ -30,8 +30,8 @@ import utils
 
 @dataclass
 class Args:
-    exp_name: str = "edac_pretrain"
-    """name of the experiment (part of the run directory name)"""
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of the experiment, part of the run directory name (default: this file's name, so a copy names its own runs)"""
     seed: int = 1
     """seed of the experiment (torch, numpy, random and the evaluation episodes)"""
     torch_deterministic: bool = True

@@ -190,9 +190,10 @@ def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
 
 def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
     ckpts = []
-    for total in (100, 200):  # end of soft BC, end of critic pretraining
-        res = run_edac(TINY_EDAC + ["--total-timesteps", str(total), "--pretrain-steps", "200", "--eval-freq", "100",
-                                    "--save-model", "--runs-dir", str(tmp_path / str(total))])
+    # the same 100 soft-BC updates, then nothing (run 1) or 100 critic-pretraining updates (run 2)
+    for total, fraction in ((100, "1.0"), (200, "0.5")):
+        res = run_edac(TINY_EDAC + ["--total-timesteps", str(total), "--pretrain-steps", str(total), "--eval-freq", "100",
+                                    "--actor-pretrain-fraction", fraction, "--save-model", "--runs-dir", str(tmp_path / str(total))])
         assert res.returncode == 0, res.stderr
         ckpts.append(torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False))
     assert all(torch.equal(ckpts[0]["actor"][k], ckpts[1]["actor"][k]) for k in ckpts[0]["actor"])

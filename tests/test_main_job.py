@@ -44,3 +44,16 @@ def test_copied_script_runs_in_an_empty_folder(minari_root, tmp_path):
                      cwd=str(tmp_path), script=str(tmp_path / "td3bc_pretrain.py"))
     assert res.returncode == 0, res.stderr
     assert len(glob.glob(str(tmp_path / "runs" / "*" / "eval.csv"))) == 1  # runs/ next to the copy
+
+
+def test_a_renamed_copy_names_its_runs_after_itself(minari_root, tmp_path):
+    shutil.copy(os.path.join(ROOT, "utils.py"), tmp_path)
+    shutil.copy(os.path.join(ROOT, "td3bc_pretrain.py"), tmp_path / "my_idea.py")
+    res = run_script(TINY + ["--total-timesteps", "100", "--pretrain-steps", "50", "--eval-freq", "100"],
+                     cwd=str(tmp_path), script=str(tmp_path / "my_idea.py"))
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "hopper-random__my_idea__1__*"))
+    import json
+
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert config["exp_name"] == "my_idea" and config["script"] == "my_idea.py"  # tools/summarize.py groups by exp_name

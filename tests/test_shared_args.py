@@ -8,8 +8,8 @@ from conftest import ROOT
 
 SCRIPTS = [s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py")
            if os.path.exists(os.path.join(ROOT, s))]
-# Differences on purpose: the run-name prefix is the script's name; EDAC's networks are 256 x 3.
-INTENDED = {"exp_name", "hidden_dims"}
+# Differences on purpose: EDAC's networks are 256 x 3.
+INTENDED = {"hidden_dims"}
 SHARED = {"env_id", "seed", "total_timesteps", "pretrain_steps", "pretrain_mode", "batch_size", "gamma", "tau",
           "learning_rate", "eval_freq", "eval_episodes", "eval_protocol", "track", "wandb_project_name", "wandb_entity",
           "cuda", "save_model", "resume", "td_lambda", "mc_tail", "actor_layernorm", "critic_layernorm",

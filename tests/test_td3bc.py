@@ -245,7 +245,7 @@ def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
 def test_resume_errors(minari_root, tmp_path):
     res = run_script(["--resume", str(tmp_path / "nowhere")])
     assert res.returncode == 1 and "no config.json" in res.stderr
-    ok = run_script(TINY + ["--total-timesteps", "100", "--eval-freq", "100", "--runs-dir", str(tmp_path)])
+    ok = run_script(TINY + ["--total-timesteps", "100", "--pretrain-steps", "50", "--eval-freq", "100", "--runs-dir", str(tmp_path)])
     res = run_script(["--resume", run_dir_of(ok.stdout)])
     assert res.returncode == 1 and "no checkpoint.pt" in res.stderr and "--save-model" in res.stderr
 
