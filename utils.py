@@ -66,6 +66,11 @@ class DatasetError(RuntimeError):
     """A dataset name that cannot be resolved or a dataset that cannot be loaded."""
 
 
+class ConfigError(ValueError):
+    """A bad flag or run directory. The scripts report it (and DatasetError) as one `error:` line; any
+    other exception, e.g. from a loss you edited, keeps its traceback."""
+
+
 def resolve_dataset_id(name: str) -> str:
     """D4RL-style short name (`hopper-medium`) -> Minari id; a full id (with a `/`) passes through."""
     if "/" in name:
@@ -261,6 +266,19 @@ def normalized_score(returns, ref: Optional[Tuple[float, float]]):
     return 100.0 * (returns - lo) / (hi - lo)
 
 
+def state_normalizer(observations: np.ndarray, normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the dataset's observations, std + 1e-3 (TD3+BC); (0, 1) without normalization."""
+    if not normalize:
+        return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
+    return observations.mean(0), observations.std(0) + 1e-3
+
+
+def eval_seeds(seed: int, episodes: int) -> list:
+    """Episode i of every evaluation of a run is seeded 1_000_000 + seed * episodes + i: the same
+    episodes at each evaluation, different ones per episode and per seed."""
+    return [1_000_000 + seed * episodes + i for i in range(episodes)]
+
+
 def _register_env_libs(env_id: str):
     import gymnasium as gym
 
@@ -303,6 +321,76 @@ def evaluate(
         returns += np.where(done, 0.0, reward)
         done |= term | trunc
     return returns, normalized_score(returns, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# What a run writes: eval.csv, losses.csv and the lines it prints
+# --------------------------------------------------------------------------------------------
+EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_mean", "return_std",
+               "normalized_mean", "normalized_std"]
+LOSS_FIELDS = ["update", "phase", "name", "value"]
+
+
+class RunLog:
+    """eval.csv (a row per evaluation), losses.csv (a row per logged value, long format: pivot on
+    `name` to get columns) and the progress lines. Resuming at update U drops the rows after U,
+    which the resumed run writes again."""
+
+    def __init__(self, run_dir: str, total: int, resume_update: Optional[int] = None):
+        import csv
+
+        self.total, self.last_score = total, float("nan")
+        self.paths = {"eval": os.path.join(run_dir, "eval.csv"), "losses": os.path.join(run_dir, "losses.csv")}
+        for kind, fields in (("eval", EVAL_FIELDS), ("losses", LOSS_FIELDS)):
+            rows = []
+            if resume_update is not None and os.path.exists(self.paths[kind]):
+                with open(self.paths[kind]) as f:
+                    rows = [r for r in csv.DictReader(f) if int(r["update"]) <= resume_update]
+            with open(self.paths[kind], "w", newline="") as f:
+                writer = csv.DictWriter(f, fields)
+                writer.writeheader()
+                writer.writerows(rows)
+            if kind == "eval" and rows:
+                self.last_score = float(rows[-1]["normalized_mean"])
+
+    def _append(self, kind: str, rows):
+        import csv
+
+        with open(self.paths[kind], "a", newline="") as f:
+            csv.DictWriter(f, EVAL_FIELDS if kind == "eval" else LOSS_FIELDS).writerows(rows)
+
+    def losses(self, losses: Dict[str, "torch.Tensor"], update: int, phase: str, ups: float, log_freq: int) -> Dict[str, float]:
+        """One host sync for all losses of the interval; NaN/inf stops the run naming the loss; writes
+        losses.csv and prints a status line. Returns the values as floats."""
+        import torch
+
+        names = list(losses)
+        values = torch.stack([losses[k].detach().float() for k in names]).cpu().tolist() if names else []
+        for name, value in zip(names, values):
+            if not np.isfinite(value):
+                raise FloatingPointError(
+                    f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
+                    f"{max(update - log_freq, 0)}). Lower --learning-rate or check the dataset for extreme values; "
+                    f"--resume continues from the last checkpoint if the run saved one (--save-model)")
+        values = dict(zip(names, values))
+        self._append("losses", [{"update": update, "phase": phase, "name": k, "value": v}
+                                for k, v in {**values, "charts/updates_per_second": ups}.items()])
+        left = (self.total - update) / max(ups, 1e-9)
+        shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
+        print(f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left", flush=True)
+        return values
+
+    def evaluation(self, update: int, phase: str, wall_s: float, train_s: float, ups: float, returns, scores) -> dict:
+        """Writes the evaluation's row to eval.csv and prints its line."""
+        self.last_score = float(np.mean(scores))
+        row = {"update": update, "phase": phase, "wall_s": round(wall_s, 3), "train_s": round(train_s, 3),
+               "updates_per_s": round(ups, 1), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+               "normalized_mean": self.last_score, "normalized_std": float(np.std(scores))}
+        self._append("eval", [row])
+        print(f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
+              f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
+              f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
+        return row
 
 
 # --------------------------------------------------------------------------------------------

@@ -113,8 +113,8 @@ def test_mc_max_target_takes_the_larger(monkeypatch):
     critic = T.Critic(1, 1, (4,), False)
     actor = T.Actor(1, 1, (4,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
     const = lambda o, a: torch.zeros(2, o.shape[0])  # noqa: E731
-    batch = (torch.zeros(2, 1), torch.zeros(2, 1), torch.tensor([1.0, 1.0]), torch.zeros(2, 1), torch.zeros(2))
-    mc = torch.tensor([5.0, -5.0])
+    batch = {"obs": torch.zeros(2, 1), "act": torch.zeros(2, 1), "rew": torch.tensor([1.0, 1.0]), "next_obs": torch.zeros(2, 1),
+             "term": torch.zeros(2), "mc_return": torch.tensor([5.0, -5.0])}
     captured = {}
     orig = T.F.mse_loss
 
@@ -123,9 +123,9 @@ def test_mc_max_target_takes_the_larger(monkeypatch):
         return orig(q, target, reduction=reduction)
 
     monkeypatch.setattr(T.F, "mse_loss", spy)
-    T.finetune_critic_loss(critic, actor, const, *batch, mc, make_args(mc_max_target=True))
+    T.finetune_critic_loss(critic, actor, const, batch, make_args(mc_max_target=True))
     torch.testing.assert_close(captured["target"], torch.tensor([5.0, 1.0]))
-    T.finetune_critic_loss(critic, actor, const, *batch, mc, make_args(mc_max_target=False))
+    T.finetune_critic_loss(critic, actor, const, batch, make_args(mc_max_target=False))
     torch.testing.assert_close(captured["target"], torch.tensor([1.0, 1.0]))
 
 
