@@ -9,7 +9,7 @@ pretraining objective.
     python edac_bc_pretrain.py --env-id pen-human --eval-protocol paper --eval-freq 10000
 """
 
-import csv
+import copy
 import json
 import os
 import random
@@ -292,6 +292,18 @@ def policy_entropies(actor, observations, num_samples, batch_size=65536):
     return torch.cat(out)
 
 
+def dataset_soft_returns(actor, log_alpha, observations, data, update, args):
+    """Algorithm 2 between its two pretraining phases: the soft returns-to-go (eq. 19) of the whole
+    dataset, with the BC actor's entropies and its alpha, frozen from here on."""
+    frozen_alpha = float(log_alpha.detach().exp())
+    entropies = policy_entropies(actor, observations, args.entropy_samples).cpu().numpy()
+    soft_return = soft_mc_returns(data["rewards"], entropies, data["terminations"], data["truncations"],
+                                  args.gamma, frozen_alpha, args.mc_tail)
+    print(f"soft returns at update {update}: alpha {frozen_alpha:.4f}, mean entropy {entropies.mean():.3f}, "
+          f"mean soft return {soft_return.mean():.2f}", flush=True)
+    return soft_return, frozen_alpha
+
+
 def q_and_diversity(critic, obs, act):
     """Q-values of every member [N, B] and EDAC's ensemble-gradient diversity (An et al. 2021, eq. 4):
     1/(N-1) sum_{i != j} cos(grad_a Q_i, grad_a Q_j), averaged over the batch (= N times the mean
@@ -312,24 +324,24 @@ def td_target(actor, critic_target, rew, next_obs, term, alpha, gamma):
     return rew + gamma * (1 - term) * (critic_target(next_obs, next_act).min(0).values - alpha * next_log_prob)
 
 
-def pretrain_critic_loss(critic, actor, critic_target, obs, act, rew, next_obs, term, soft_ret, alpha, eta, args):
+def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     """Algorithm 2, critic pretraining: MSE of every critic to the soft return (or the eq. 17 blend),
     plus the diversity term so that the ensemble does not collapse onto one function."""
-    target = soft_ret
+    target = batch["soft_return"]
     if args.td_lambda > 0:  # eq. 17
         with torch.no_grad():
-            td = td_target(actor, critic_target, rew, next_obs, term, alpha, args.gamma)
-        target = (1 - args.td_lambda) * soft_ret + args.td_lambda * td
-    q, diversity = q_and_diversity(critic, obs, act)
+            td = td_target(actor, critic_target, batch["rew"], batch["next_obs"], batch["term"], alpha, args.gamma)
+        target = (1 - args.td_lambda) * target + args.td_lambda * td
+    q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
     return mc_loss + eta * diversity, {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
 
 
-def finetune_critic_loss(critic, actor, critic_target, obs, act, rew, next_obs, term, soft_ret, alpha, eta, args):
+def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     """EDAC: MSE of every critic to the soft clipped-ensemble target plus eta times the diversity term."""
     with torch.no_grad():
-        q_target = td_target(actor, critic_target, rew, next_obs, term, alpha, args.gamma)
-    q, diversity = q_and_diversity(critic, obs, act)
+        q_target = td_target(actor, critic_target, batch["rew"], batch["next_obs"], batch["term"], alpha, args.gamma)
+    q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
     return td_loss + eta * diversity, {"losses/critic_td": td_loss, "losses/critic_diversity": diversity,
                                        "losses/q_mean": q.mean().detach()}
@@ -370,6 +382,26 @@ def gradient_step(optimizer, loss):
     loss.backward()
     optimizer.step()
 
+@torch.no_grad()
+def soft_update(target_params, online_params, tau):
+    """Polyak averaging, target <- target + tau (online - target), for all tensors in one fused call."""
+    torch._foreach_lerp_(target_params, online_params, tau)
+
+
+def make_table(fields, device):
+    """Every per-transition field as columns of one tensor, so that a batch is a single gather.
+    Returns the table and each field's width; add a field by adding an entry to `fields`."""
+    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
+    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
+    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
+
+
+def sample_batch(table, widths, batch_size):
+    """Uniformly sampled transitions as a dict of named fields; 1-wide fields come out as vectors."""
+    idx = torch.randint(table.shape[0], (batch_size,), device=table.device)
+    parts = table[idx].split(list(widths.values()), dim=1)
+    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
+
 
 # plumbing
 def check_args(args: Args):
@@ -407,7 +439,7 @@ def check_args(args: Args):
     if not args.hidden_dims or min(args.hidden_dims) < 1:
         problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise utils.ConfigError("; ".join(problems))
 
 
 def check_data(args: Args, data):
@@ -421,13 +453,13 @@ def check_data(args: Args, data):
         problems.append(f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
                         "tail gamma / (1 - gamma) diverges; use --mc-tail none")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise utils.ConfigError("; ".join(problems))
 
 
 def load_resume_args(run_dir: str) -> Args:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
+        raise utils.ConfigError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
     with open(path) as f:
         config = json.load(f)
     config["hidden_dims"] = tuple(config["hidden_dims"])
@@ -439,17 +471,55 @@ def load_resume_args(run_dir: str) -> Args:
     if unknown or (written_by is not None and written_by != this_script):
         by = written_by or f"another script (its config has {', '.join(unknown)}, which {this_script} lacks)"
         fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
-        raise ValueError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
+        raise utils.ConfigError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
     return Args(**config)
 
 
-def save_checkpoint(path, state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
+
+def make_run_dir(args: Args) -> str:
+    run_dir = os.path.join(args.runs_dir, f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
+    return run_dir
 
 
-EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_mean", "return_std", "normalized_mean", "normalized_std"]
+def save_checkpoint(run_dir, state: dict, **extra):
+    """Every module's and optimizer's state_dict, the RNG states and `extra`, written atomically (a kill
+    leaves the previous checkpoint intact)."""
+    ckpt = {name: module.state_dict() for name, module in state.items()}
+    ckpt.update(extra, torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
+                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir, state: dict, device) -> dict:
+    """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.exists(path):
+        raise utils.ConfigError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped "
+                                "before its first evaluation); start it again")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    for name, module in state.items():
+        module.load_state_dict(ckpt[name])
+    torch.set_rng_state(ckpt["torch_rng"])
+    np.random.set_state(ckpt["numpy_rng"])
+    random.setstate(ckpt["python_rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"])
+    print(f"resuming {run_dir} at update {ckpt['update']} (settings from its config.json)")
+    return ckpt
+
+
+def start_wandb(args: Args, run_dir: str):
+    import wandb
+
+    name = os.path.basename(run_dir)
+    wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir, name=name,
+               id=name[-64:], resume="allow", group=f"{args.env_id.replace('/', '-')}__{args.exp_name}", save_code=True)
+    return wandb
 
 
 def main(args: Args):
@@ -459,225 +529,120 @@ def main(args: Args):
     data = utils.flatten_dataset(dataset)
     check_data(args, data)
     ref = utils.reference_scores(dataset, args.eval_protocol)
-    num_critics, eta = args.num_critics, args.eta
-
-    if args.resume:
-        run_dir = args.resume
-    else:
-        run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    csv_path = os.path.join(run_dir, "eval.csv")
-
+    run_dir = args.resume or make_run_dir(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-    n = len(data["rewards"])
-    print(f"dataset {dataset.spec.dataset_id}: {n} transitions, {dataset.total_episodes} episodes; device {device}; run dir {run_dir}")
-    if ref is None:
-        print(f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): only raw returns will be reported")
-    else:
-        print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}")
-    print(f"EDAC num_critics {num_critics}, eta {eta}, BC weight {args.bc_weight}, "
+    utils.print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
+    print(f"EDAC num_critics {args.num_critics}, eta {args.eta}, BC weight {args.bc_weight}, "
           f"{args.pretrain_steps} pretraining of {args.total_timesteps} updates")
 
-    if args.normalize_states:
-        obs_mean = data["observations"].mean(0)
-        obs_std = data["observations"].std(0) + 1e-3
-    else:
-        obs_mean = np.zeros(data["observations"].shape[1], np.float32)
-        obs_std = np.ones(data["observations"].shape[1], np.float32)
-    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
-    # One tensor holding every field, so a batch is a single gather; the soft return column is
-    # filled after soft BC (Algorithm 2, the loop between the two pretraining phases).
-    table = torch.as_tensor(np.concatenate([
-        (data["observations"] - obs_mean) / obs_std, data["actions"], data["rewards"][:, None],
-        (data["next_observations"] - obs_mean) / obs_std, data["terminations"][:, None], np.zeros((n, 1)),
-    ], axis=1, dtype=np.float32), device=device)
-    splits = [obs_dim, act_dim, 1, obs_dim, 1, 1]
-
-    action_low = dataset.action_space.low.astype(np.float32)
-    action_high = dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, action_low, action_high).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, num_critics).to(device)
-    critic_target = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, num_critics).to(device)
-    critic_target.load_state_dict(critic.state_dict())
-    log_alpha = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True)
-    target_entropy = -float(act_dim)
+    # ALGO LOGIC: the soft returns-to-go column is filled after soft BC (Algorithm 2, between the two pretraining phases)
+    obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
+    table, widths = make_table({
+        "obs": (data["observations"] - obs_mean) / obs_std, "act": data["actions"], "rew": data["rewards"],
+        "next_obs": (data["next_observations"] - obs_mean) / obs_std, "term": data["terminations"],
+        "soft_return": np.zeros_like(data["rewards"]),  # the last column
+    }, device)
+    obs_dim, act_dim = widths["obs"], widths["act"]
+    low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
+    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics).to(device)
+    critic_target = copy.deepcopy(critic)
+    log_alpha, target_entropy = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True), -float(act_dim)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate, fused=fused)
     online_params, target_params = list(critic.parameters()), list(critic_target.parameters())
     compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    # The diversity term differentiates twice (create_graph), which torch.compile cannot trace: the
-    # critic losses stay eager, the actor losses are compiled.
+    # The critic losses differentiate twice (diversity term), which torch.compile cannot trace: they stay eager.
     critic_pretrain_fn, bc_fn = pretrain_critic_loss, compile_fn(soft_bc_loss)
     critic_finetune_fn, actor_finetune_fn = finetune_critic_loss, compile_fn(finetune_actor_loss)
-    if args.pretrain_mode == "both":
-        actor_pretrain_steps = int(args.pretrain_steps * args.actor_pretrain_fraction)
-    else:
-        actor_pretrain_steps = args.pretrain_steps if args.pretrain_mode == "actor" else 0
-    soft_return, frozen_alpha = None, None
+    actor_pretrain_steps = {"both": int(args.pretrain_steps * args.actor_pretrain_fraction), "actor": args.pretrain_steps,
+                            "critic": 0}[args.pretrain_mode]
 
-    start_step, wall_offset, train_offset, last_score = 0, 0.0, 0.0, float("nan")
-    if args.resume:
-        if not os.path.exists(ckpt_path):
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        for module, key in ((actor, "actor"), (critic, "critic"), (critic_target, "critic_target"), (actor_optimizer, "actor_optimizer"),
-                            (critic_optimizer, "critic_optimizer"), (alpha_optimizer, "alpha_optimizer")):
-            module.load_state_dict(ckpt[key])
-        with torch.no_grad():
-            log_alpha.copy_(ckpt["log_alpha"])
-        soft_return, frozen_alpha = ckpt["soft_return"], ckpt["frozen_alpha"]
-        if soft_return is not None:
-            table[:, -1] = torch.as_tensor(soft_return, dtype=torch.float32, device=device)
-        start_step, wall_offset, train_offset = ckpt["update"], ckpt["wall_s"], ckpt["train_s"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        np.random.set_state(ckpt["numpy_rng"])
-        random.setstate(ckpt["python_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"])
-        # Rows written after the checkpoint are redone by this run.
-        if os.path.exists(csv_path):
-            with open(csv_path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= start_step]
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, EVAL_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
-            if rows:
-                last_score = float(rows[-1]["normalized_mean"])
-        print(f"resuming {run_dir} at update {start_step} (settings from its config.json)")
-    if not os.path.exists(csv_path):
-        with open(csv_path, "w", newline="") as f:
-            csv.DictWriter(f, EVAL_FIELDS).writeheader()
-
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
-                   name=os.path.basename(run_dir), id=os.path.basename(run_dir).replace("/", "-")[-64:], resume="allow")
-
+    # plumbing: resume, logs, evaluation
+    state = {"actor": actor, "critic": critic, "critic_target": critic_target, "actor_optimizer": actor_optimizer,
+             "critic_optimizer": critic_optimizer, "alpha_optimizer": alpha_optimizer}
+    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {"update": 0, "wall_s": 0.0, "train_s": 0.0,
+                                                                         "soft_return": None, "frozen_alpha": None}
+    soft_return, frozen_alpha = ckpt["soft_return"], ckpt["frozen_alpha"]
+    if args.resume:  # EDAC's state beyond the modules: alpha, and the soft returns once computed
+        log_alpha.data.copy_(ckpt["log_alpha"])
+        table[:, -1] = torch.as_tensor(0.0 if soft_return is None else soft_return, dtype=torch.float32, device=device)
+    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt if args.resume else None)
+    wandb = start_wandb(args, run_dir) if args.track else None
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
-    eval_seeds = [1_000_000 + args.seed * args.eval_episodes + i for i in range(args.eval_episodes)]
+    eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
 
     @torch.no_grad()
     def policy(obs):
         return actor(torch.as_tensor(obs, device=device), deterministic=True)[0].cpu().numpy()
 
-    pretrain_critic = args.pretrain_mode in ("both", "critic")
     losses = {}
-    t_start = time.time()
-    t_train, t_mark, step_mark = 0.0, time.time(), start_step
-
-    for global_step in range(start_step, args.total_timesteps):
+    for global_step in range(ckpt["update"], args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
-        if phase == "pretrain" and global_step >= actor_pretrain_steps and soft_return is None:
-            # ALGO LOGIC: soft returns-to-go with the BC actor's entropies and its frozen alpha (eq. 19)
-            frozen_alpha = float(log_alpha.detach().exp())
-            entropies = policy_entropies(actor, table[:, :obs_dim], args.entropy_samples).cpu().numpy()
-            soft_return = soft_mc_returns(data["rewards"], entropies, data["terminations"], data["truncations"],
-                                          args.gamma, frozen_alpha, args.mc_tail)
+        if phase == "pretrain" and global_step >= actor_pretrain_steps and soft_return is None:  # between the phases
+            soft_return, frozen_alpha = dataset_soft_returns(actor, log_alpha, table[:, :obs_dim], data, global_step, args)
             table[:, -1] = torch.as_tensor(soft_return, dtype=torch.float32, device=device)
-            print(f"soft returns at update {global_step}: alpha {frozen_alpha:.4f}, mean entropy {entropies.mean():.3f}, "
-                  f"mean soft return {soft_return.mean():.2f}", flush=True)
-        idx = torch.randint(n, (args.batch_size,), device=device)
-        obs, act, rew, next_obs, term, soft_ret = table[idx].split(splits, dim=1)
-        rew, term, soft_ret = rew.squeeze(1), term.squeeze(1), soft_ret.squeeze(1)
+        batch = sample_batch(table, widths, args.batch_size)
 
         # ALGO LOGIC: one update
         if phase == "pretrain" and global_step < actor_pretrain_steps:  # Algorithm 2, actor pretraining
-            loss, log_prob, info = bc_fn(actor, obs, act, log_alpha.exp().detach())
+            loss, log_prob, info = bc_fn(actor, batch["obs"], batch["act"], log_alpha.exp().detach())
             losses.update(info)
             gradient_step(actor_optimizer, loss)
             loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
             losses.update(info)
             gradient_step(alpha_optimizer, loss)
         elif phase == "pretrain":  # Algorithm 2, critic pretraining: actor and alpha frozen
-            loss, info = critic_pretrain_fn(critic, actor, critic_target, obs, act, rew, next_obs, term, soft_ret,
-                                            frozen_alpha, eta, args)
+            loss, info = critic_pretrain_fn(critic, actor, critic_target, batch, frozen_alpha, args.eta, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)
-            with torch.no_grad():
-                torch._foreach_lerp_(target_params, online_params, args.tau)
+            soft_update(target_params, online_params, args.tau)
         else:  # EDAC
             alpha = log_alpha.exp().detach()
             critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-            loss, log_prob, info = actor_finetune_fn(actor, critic, obs, act, alpha, args.bc_weight)
+            loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight)
             critic.requires_grad_(True)
             losses.update(info)
             gradient_step(actor_optimizer, loss)
             loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
             losses.update(info)
             gradient_step(alpha_optimizer, loss)
-            loss, info = critic_finetune_fn(critic, actor, critic_target, obs, act, rew, next_obs, term, soft_ret,
-                                            alpha, eta, args)
+            loss, info = critic_finetune_fn(critic, actor, critic_target, batch, alpha, args.eta, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)
-            with torch.no_grad():
-                torch._foreach_lerp_(target_params, online_params, args.tau)
+            soft_update(target_params, online_params, args.tau)
 
-        # plumbing: logging, NaN guard, evaluation, checkpoints (the only host syncs)
+        # plumbing: the only host syncs are here, every --log-freq updates and at evaluations
         update = global_step + 1
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
-            names = list(losses)
-            values = torch.stack([losses[k].detach().float() for k in names]).cpu().numpy() if names else np.zeros(0)
-            losses.clear()  # the next interval reports only what it computed (no stale pretraining losses)
-            for name, value in zip(names, values):
-                if not np.isfinite(value):
-                    raise FloatingPointError(
-                        f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
-                        f"{max(update - args.log_freq, 0)}). Lower --learning-rate or check the dataset for extreme "
-                        f"values" + (f"; the last checkpoint is in {run_dir}" if args.save_model else ""))
-            now = time.time()
-            t_train += now - t_mark
-            ups = (update - step_mark) / max(now - t_mark, 1e-9)
-            if args.track:
-                wandb.log({**dict(zip(names, values.tolist())), "charts/updates_per_second": ups,
+            values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
+            losses.clear()  # the next interval reports only what it computed
+            if wandb:
+                wandb.log({**values, "charts/updates_per_second": log.ups, "charts/SPS": log.ups,
                            "charts/phase": int(phase == "finetune")}, step=update)
         if is_eval:
-            eval_returns, eval_scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
-            last_score = float(np.mean(eval_scores))
-            row = {"update": update, "phase": phase, "wall_s": round(wall_offset + time.time() - t_start, 3),
-                   "train_s": round(train_offset + t_train, 3), "updates_per_s": round(ups, 1),
-                   "return_mean": float(eval_returns.mean()), "return_std": float(eval_returns.std()),
-                   "normalized_mean": last_score, "normalized_std": float(np.std(eval_scores))}
-            with open(csv_path, "a", newline="") as f:
-                csv.DictWriter(f, EVAL_FIELDS).writerow(row)
-            print(f"[{phase}] update {update}/{args.total_timesteps} | {ups:.0f} updates/s | "
-                  f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
-                  f"normalized {last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
-            if args.track:
-                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": last_score}, step=update)
+            returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
+            row = log.evaluation(update, phase, returns, scores)
+            if wandb:
+                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
-                save_checkpoint(ckpt_path, {
-                    "actor": actor.state_dict(), "critic": critic.state_dict(), "critic_target": critic_target.state_dict(),
-                    "actor_optimizer": actor_optimizer.state_dict(), "critic_optimizer": critic_optimizer.state_dict(),
-                    "alpha_optimizer": alpha_optimizer.state_dict(), "log_alpha": log_alpha.detach().clone(),
-                    "soft_return": soft_return, "frozen_alpha": frozen_alpha,
-                    "update": update, "phase": phase, "wall_s": row["wall_s"], "train_s": row["train_s"],
-                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-                    "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                    "obs_mean": obs_mean, "obs_std": obs_std, "args": asdict(args),
-                })
-        if update % args.log_freq == 0 or is_eval:
-            t_mark, step_mark = time.time(), update  # evaluation time is not training time
+                save_checkpoint(run_dir, state, update=update, phase=phase, wall_s=row["wall_s"], train_s=row["train_s"],
+                                log_alpha=log_alpha.detach().clone(), soft_return=soft_return, frozen_alpha=frozen_alpha,
+                                obs_mean=obs_mean, obs_std=obs_std, args=asdict(args))
 
     eval_envs.close()
-    summary = utils.summarize_run(csv_path, args.score_window)
-    if args.track:
+    summary = utils.summarize_run(log.paths["eval"], args.score_window)
+    if wandb:
         wandb.run.summary.update(summary)
         wandb.finish()
-    print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    print(f"done: {args.total_timesteps} updates, final normalized score {log.last_score:.1f}; results in {log.paths['eval']}")
     if args.score_window is not None:
         print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
               f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
@@ -689,6 +654,6 @@ def main(args: Args):
 if __name__ == "__main__":
     try:
         main(tyro.cli(Args))
-    except (utils.DatasetError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (utils.ConfigError, utils.DatasetError, FloatingPointError) as e:  # ours: one line; anything else keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -8,7 +8,7 @@ finetuning, so that both actor (BC) and critic (CQL) stay close to the data.
     python td3bc_cql_pretrain.py --env-id pen-human --eval-protocol paper --eval-freq 10000
 """
 
-import csv
+import copy
 import json
 import os
 import random
@@ -269,14 +269,14 @@ def td_target(actor_target, critic_target, rew, next_obs, term, args):
     return rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
 
 
-def pretrain_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+def pretrain_critic_loss(critic, actor_target, critic_target, batch, args):
     """Algorithm 1: MSE of every critic to the MC return (or the eq. 17 blend), plus optional CQL."""
-    target = mc_ret
+    obs, target = batch["obs"], batch["mc_return"]
     if args.td_lambda > 0:  # eq. 17
         with torch.no_grad():
-            td = td_target(actor_target, critic_target, rew, next_obs, term, args)
-        target = (1 - args.td_lambda) * mc_ret + args.td_lambda * td
-    q = critic(obs, act)
+            td = td_target(actor_target, critic_target, batch["rew"], batch["next_obs"], batch["term"], args)
+        target = (1 - args.td_lambda) * target + args.td_lambda * td
+    q = critic(obs, batch["act"])
     mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
     if args.pretrain_cql_weight > 0:  # section 5.2: value regularization during pretraining
         low = actor_target.action_bias - actor_target.action_scale
@@ -286,18 +286,18 @@ def pretrain_critic_loss(critic, actor_target, critic_target, obs, act, rew, nex
     return mc_loss, {"losses/critic_mc": mc_loss}
 
 
-def finetune_critic_loss(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args):
+def finetune_critic_loss(critic, actor_target, critic_target, batch, args):
     """TD3 + CQL: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC return),
     plus the CQL gap of both critics, combined by eq. 21."""
     with torch.no_grad():
-        q_target = td_target(actor_target, critic_target, rew, next_obs, term, args)
+        q_target = td_target(actor_target, critic_target, batch["rew"], batch["next_obs"], batch["term"], args)
         if args.mc_max_target:
-            q_target = torch.maximum(q_target, mc_ret)
-    q = critic(obs, act)
+            q_target = torch.maximum(q_target, batch["mc_return"])
+    q = critic(batch["obs"], batch["act"])
     td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
     low = actor_target.action_bias - actor_target.action_scale
     high = actor_target.action_bias + actor_target.action_scale
-    cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+    cql = cql_penalty(critic, batch["obs"], q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
     loss = combine_losses(td_loss, cql, args.cql_weight)
     return loss, {"losses/critic_td": td_loss, "losses/critic_cql": cql, "losses/q_mean": q.mean().detach()}
 
@@ -321,6 +321,27 @@ def gradient_step(optimizer, loss):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
+
+@torch.no_grad()
+def soft_update(target_params, online_params, tau):
+    """Polyak averaging, target <- target + tau (online - target), for all tensors in one fused call."""
+    torch._foreach_lerp_(target_params, online_params, tau)
+
+
+def make_table(fields, device):
+    """Every per-transition field as columns of one tensor, so that a batch is a single gather.
+    Returns the table and each field's width; add a field by adding an entry to `fields`."""
+    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
+    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
+    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
+
+
+def sample_batch(table, widths, batch_size):
+    """Uniformly sampled transitions as a dict of named fields; 1-wide fields come out as vectors."""
+    idx = torch.randint(table.shape[0], (batch_size,), device=table.device)
+    parts = table[idx].split(list(widths.values()), dim=1)
+    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
 
 
 # plumbing
@@ -355,7 +376,7 @@ def check_args(args: Args):
     if not args.hidden_dims or min(args.hidden_dims) < 1:
         problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise utils.ConfigError("; ".join(problems))
 
 
 def check_data(args: Args, data):
@@ -369,13 +390,13 @@ def check_data(args: Args, data):
         problems.append(f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
                         "tail gamma / (1 - gamma) diverges; use --mc-tail none")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise utils.ConfigError("; ".join(problems))
 
 
 def load_resume_args(run_dir: str) -> Args:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
+        raise utils.ConfigError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
     with open(path) as f:
         config = json.load(f)
     config["hidden_dims"] = tuple(config["hidden_dims"])
@@ -387,17 +408,55 @@ def load_resume_args(run_dir: str) -> Args:
     if unknown or (written_by is not None and written_by != this_script):
         by = written_by or f"another script (its config has {', '.join(unknown)}, which {this_script} lacks)"
         fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
-        raise ValueError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
+        raise utils.ConfigError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
     return Args(**config)
 
 
-def save_checkpoint(path, state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint intact
+
+def make_run_dir(args: Args) -> str:
+    run_dir = os.path.join(args.runs_dir, f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
+    return run_dir
 
 
-EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_mean", "return_std", "normalized_mean", "normalized_std"]
+def save_checkpoint(run_dir, state: dict, **extra):
+    """Every module's and optimizer's state_dict, the RNG states and `extra`, written atomically (a kill
+    leaves the previous checkpoint intact)."""
+    ckpt = {name: module.state_dict() for name, module in state.items()}
+    ckpt.update(extra, torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
+                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir, state: dict, device) -> dict:
+    """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.exists(path):
+        raise utils.ConfigError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped "
+                                "before its first evaluation); start it again")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    for name, module in state.items():
+        module.load_state_dict(ckpt[name])
+    torch.set_rng_state(ckpt["torch_rng"])
+    np.random.set_state(ckpt["numpy_rng"])
+    random.setstate(ckpt["python_rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"])
+    print(f"resuming {run_dir} at update {ckpt['update']} (settings from its config.json)")
+    return ckpt
+
+
+def start_wandb(args: Args, run_dir: str):
+    import wandb
+
+    name = os.path.basename(run_dir)
+    wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir, name=name,
+               id=name[-64:], resume="allow", group=f"{args.env_id.replace('/', '-')}__{args.exp_name}", save_code=True)
+    return wandb
 
 
 def main(args: Args):
@@ -407,58 +466,28 @@ def main(args: Args):
     data = utils.flatten_dataset(dataset)
     check_data(args, data)
     ref = utils.reference_scores(dataset, args.eval_protocol)
-    alpha = args.alpha
-
-    if args.resume:
-        run_dir = args.resume
-    else:
-        run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
-            json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    csv_path = os.path.join(run_dir, "eval.csv")
-
+    run_dir = args.resume or make_run_dir(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-
-    n = len(data["rewards"])
-    print(f"dataset {dataset.spec.dataset_id}: {n} transitions, {dataset.total_episodes} episodes; device {device}; run dir {run_dir}")
-    if ref is None:
-        print(f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): only raw returns will be reported")
-    else:
-        print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}")
-    print(f"TD3+BC alpha {alpha}, CQL weight {args.cql_weight} (pretraining {args.pretrain_cql_weight}), "
+    utils.print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
+    print(f"TD3+BC alpha {args.alpha}, CQL weight {args.cql_weight} (pretraining {args.pretrain_cql_weight}), "
           f"{args.pretrain_steps} pretraining of {args.total_timesteps} updates")
 
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
     mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
-    if args.normalize_states:
-        obs_mean = data["observations"].mean(0)
-        obs_std = data["observations"].std(0) + 1e-3
-    else:
-        obs_mean = np.zeros(data["observations"].shape[1], np.float32)
-        obs_std = np.ones(data["observations"].shape[1], np.float32)
-    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
-    # One tensor holding every field, so a batch is a single gather.
-    table = torch.as_tensor(np.concatenate([
-        (data["observations"] - obs_mean) / obs_std, data["actions"], data["rewards"][:, None],
-        (data["next_observations"] - obs_mean) / obs_std, data["terminations"][:, None], mc_return[:, None],
-    ], axis=1, dtype=np.float32), device=device)
-    splits = [obs_dim, act_dim, 1, obs_dim, 1, 1]
-
-    action_low = dataset.action_space.low.astype(np.float32)
-    action_high = dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, action_low, action_high).to(device)
+    obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
+    table, widths = make_table({
+        "obs": (data["observations"] - obs_mean) / obs_std, "act": data["actions"], "rew": data["rewards"],
+        "next_obs": (data["next_observations"] - obs_mean) / obs_std, "term": data["terminations"], "mc_return": mc_return,
+    }, device)
+    obs_dim, act_dim = widths["obs"], widths["act"]
+    low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
     critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
-    actor_target = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, action_low, action_high).to(device)
-    critic_target = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
@@ -468,43 +497,14 @@ def main(args: Args):
     critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
     critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
 
-    start_step, wall_offset, train_offset, last_score = 0, 0.0, 0.0, float("nan")
-    if args.resume:
-        if not os.path.exists(ckpt_path):
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again")
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        for module, key in ((actor, "actor"), (critic, "critic"), (actor_target, "actor_target"), (critic_target, "critic_target"),
-                            (actor_optimizer, "actor_optimizer"), (critic_optimizer, "critic_optimizer")):
-            module.load_state_dict(ckpt[key])
-        start_step, wall_offset, train_offset = ckpt["update"], ckpt["wall_s"], ckpt["train_s"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        np.random.set_state(ckpt["numpy_rng"])
-        random.setstate(ckpt["python_rng"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"])
-        # Rows written after the checkpoint are redone by this run.
-        if os.path.exists(csv_path):
-            with open(csv_path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= start_step]
-            with open(csv_path, "w", newline="") as f:
-                writer = csv.DictWriter(f, EVAL_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
-            if rows:
-                last_score = float(rows[-1]["normalized_mean"])
-        print(f"resuming {run_dir} at update {start_step} (settings from its config.json)")
-    if not os.path.exists(csv_path):
-        with open(csv_path, "w", newline="") as f:
-            csv.DictWriter(f, EVAL_FIELDS).writeheader()
-
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir,
-                   name=os.path.basename(run_dir), id=os.path.basename(run_dir).replace("/", "-")[-64:], resume="allow")
-
+    # plumbing: resume, logs, evaluation
+    state = {"actor": actor, "critic": critic, "actor_target": actor_target, "critic_target": critic_target,
+             "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer}
+    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {"update": 0, "wall_s": 0.0, "train_s": 0.0}
+    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt if args.resume else None)
+    wandb = start_wandb(args, run_dir) if args.track else None
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
-    eval_seeds = [1_000_000 + args.seed * args.eval_episodes + i for i in range(args.eval_episodes)]
+    eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
 
     @torch.no_grad()
     def policy(obs):
@@ -513,92 +513,57 @@ def main(args: Args):
     pretrain_actor = args.pretrain_mode in ("both", "actor")
     pretrain_critic = args.pretrain_mode in ("both", "critic")
     losses = {}
-    t_start = time.time()
-    t_train, t_mark, step_mark = 0.0, time.time(), start_step
-
-    for global_step in range(start_step, args.total_timesteps):
+    for global_step in range(ckpt["update"], args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
-        idx = torch.randint(n, (args.batch_size,), device=device)
-        obs, act, rew, next_obs, term, mc_ret = table[idx].split(splits, dim=1)
-        rew, term, mc_ret = rew.squeeze(1), term.squeeze(1), mc_ret.squeeze(1)
+        batch = sample_batch(table, widths, args.batch_size)
 
         # ALGO LOGIC: one update
         if phase == "pretrain":  # Algorithm 1, second loop
             if pretrain_critic:
-                loss, info = critic_pretrain_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+                loss, info = critic_pretrain_fn(critic, actor_target, critic_target, batch, args)
                 losses.update(info)
                 gradient_step(critic_optimizer, loss)
             if pretrain_actor:
-                loss, info = bc_fn(actor, obs, act)
+                loss, info = bc_fn(actor, batch["obs"], batch["act"])
                 losses.update(info)
                 gradient_step(actor_optimizer, loss)
-            with torch.no_grad():
-                torch._foreach_lerp_(target_params, online_params, args.tau)
+            soft_update(target_params, online_params, args.tau)
         else:  # TD3+BC
-            loss, info = critic_finetune_fn(critic, actor_target, critic_target, obs, act, rew, next_obs, term, mc_ret, args)
+            loss, info = critic_finetune_fn(critic, actor_target, critic_target, batch, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)
             if global_step % args.policy_frequency == 0:
                 critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-                loss, info = actor_finetune_fn(actor, critic, obs, act, alpha)
+                loss, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], args.alpha)
                 critic.requires_grad_(True)
                 losses.update(info)
                 gradient_step(actor_optimizer, loss)
-                with torch.no_grad():
-                    torch._foreach_lerp_(target_params, online_params, args.tau)
+                soft_update(target_params, online_params, args.tau)
 
-        # plumbing: logging, NaN guard, evaluation, checkpoints (the only host syncs)
+        # plumbing: the only host syncs are here, every --log-freq updates and at evaluations
         update = global_step + 1
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
-            names = list(losses)
-            values = torch.stack([losses[k].detach().float() for k in names]).cpu().numpy() if names else np.zeros(0)
-            losses.clear()  # the next interval reports only what it computed (no stale pretraining losses)
-            for name, value in zip(names, values):
-                if not np.isfinite(value):
-                    raise FloatingPointError(
-                        f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
-                        f"{max(update - args.log_freq, 0)}). Lower --learning-rate or check the dataset for extreme "
-                        f"values" + (f"; the last checkpoint is in {run_dir}" if args.save_model else ""))
-            now = time.time()
-            t_train += now - t_mark
-            ups = (update - step_mark) / max(now - t_mark, 1e-9)
-            if args.track:
-                wandb.log({**dict(zip(names, values.tolist())), "charts/updates_per_second": ups,
+            values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
+            losses.clear()  # the next interval reports only what it computed
+            if wandb:
+                wandb.log({**values, "charts/updates_per_second": log.ups, "charts/SPS": log.ups,
                            "charts/phase": int(phase == "finetune")}, step=update)
         if is_eval:
-            eval_returns, eval_scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
-            last_score = float(np.mean(eval_scores))
-            row = {"update": update, "phase": phase, "wall_s": round(wall_offset + time.time() - t_start, 3),
-                   "train_s": round(train_offset + t_train, 3), "updates_per_s": round(ups, 1),
-                   "return_mean": float(eval_returns.mean()), "return_std": float(eval_returns.std()),
-                   "normalized_mean": last_score, "normalized_std": float(np.std(eval_scores))}
-            with open(csv_path, "a", newline="") as f:
-                csv.DictWriter(f, EVAL_FIELDS).writerow(row)
-            print(f"[{phase}] update {update}/{args.total_timesteps} | {ups:.0f} updates/s | "
-                  f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
-                  f"normalized {last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
-            if args.track:
-                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": last_score}, step=update)
+            returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
+            row = log.evaluation(update, phase, returns, scores)
+            if wandb:
+                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
-                save_checkpoint(ckpt_path, {
-                    "actor": actor.state_dict(), "critic": critic.state_dict(),
-                    "actor_target": actor_target.state_dict(), "critic_target": critic_target.state_dict(),
-                    "actor_optimizer": actor_optimizer.state_dict(), "critic_optimizer": critic_optimizer.state_dict(),
-                    "update": update, "phase": phase, "wall_s": row["wall_s"], "train_s": row["train_s"],
-                    "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-                    "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-                    "obs_mean": obs_mean, "obs_std": obs_std, "args": asdict(args),
-                })
-        if update % args.log_freq == 0 or is_eval:
-            t_mark, step_mark = time.time(), update  # evaluation time is not training time
+                save_checkpoint(run_dir, state, update=update, phase=phase, wall_s=row["wall_s"], train_s=row["train_s"],
+                                obs_mean=obs_mean, obs_std=obs_std, args=asdict(args))
 
     eval_envs.close()
-    summary = utils.summarize_run(csv_path, args.score_window)
-    if args.track:
+    summary = utils.summarize_run(log.paths["eval"], args.score_window)
+    if wandb:
         wandb.run.summary.update(summary)
         wandb.finish()
-    print(f"done: {args.total_timesteps} updates, final normalized score {last_score:.1f}; results in {csv_path}")
+    print(f"done: {args.total_timesteps} updates, final normalized score {log.last_score:.1f}; results in {log.paths['eval']}")
     if args.score_window is not None:
         print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
               f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
@@ -610,6 +575,6 @@ def main(args: Args):
 if __name__ == "__main__":
     try:
         main(tyro.cli(Args))
-    except (utils.DatasetError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (utils.ConfigError, utils.DatasetError, FloatingPointError) as e:  # ours: one line; anything else keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

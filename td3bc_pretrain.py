@@ -8,6 +8,7 @@ Phase 2 (finetune, the rest of `--total-timesteps`): TD3+BC (Fujimoto & Gu, 2021
     python td3bc_pretrain.py --env-id hopper-medium --pretrain-steps 50000
 """
 
+import copy
 import json
 import os
 import random
@@ -458,10 +459,7 @@ def main(args: Args):
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    print(f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
-          f"device {device}; run dir {run_dir}")
-    print(f"reference scores ({args.eval_protocol}): random {ref[0]}, expert {ref[1]}" if ref else
-          f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): raw returns only")
+    utils.print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
     print(f"TD3+BC alpha {args.alpha}, {args.pretrain_steps} pretraining of {args.total_timesteps} updates")
 
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
@@ -475,10 +473,7 @@ def main(args: Args):
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
     actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
     critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
-    actor_target = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
-    critic_target = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm).to(device)
-    actor_target.load_state_dict(actor.state_dict())
-    critic_target.load_state_dict(critic.state_dict())
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
@@ -492,8 +487,7 @@ def main(args: Args):
     state = {"actor": actor, "critic": critic, "actor_target": actor_target, "critic_target": critic_target,
              "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer}
     ckpt = load_checkpoint(run_dir, state, device) if args.resume else {"update": 0, "wall_s": 0.0, "train_s": 0.0}
-    start_step, t_train = ckpt["update"], ckpt["train_s"]
-    log = utils.RunLog(run_dir, args.total_timesteps, resume_update=start_step if args.resume else None)
+    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt if args.resume else None)
     wandb = start_wandb(args, run_dir) if args.track else None
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
     eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
@@ -505,8 +499,7 @@ def main(args: Args):
     pretrain_actor = args.pretrain_mode in ("both", "actor")
     pretrain_critic = args.pretrain_mode in ("both", "critic")
     losses = {}
-    t_start, t_mark, step_mark = time.time() - ckpt["wall_s"], time.time(), start_step
-    for global_step in range(start_step, args.total_timesteps):
+    for global_step in range(ckpt["update"], args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
         batch = sample_batch(table, widths, args.batch_size)
 
@@ -537,22 +530,19 @@ def main(args: Args):
         update = global_step + 1
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
-            t_train += time.time() - t_mark
-            ups = (update - step_mark) / max(time.time() - t_mark, 1e-9)
-            values = log.losses(losses, update, phase, ups, args.log_freq)  # raises on NaN/inf
+            values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()  # the next interval reports only what it computed
             if wandb:
-                wandb.log({**values, "charts/updates_per_second": ups, "charts/SPS": ups, "charts/phase": int(phase == "finetune")}, step=update)
+                wandb.log({**values, "charts/updates_per_second": log.ups, "charts/SPS": log.ups,
+                           "charts/phase": int(phase == "finetune")}, step=update)
         if is_eval:
             returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
-            row = log.evaluation(update, phase, time.time() - t_start, t_train, ups, returns, scores)
+            row = log.evaluation(update, phase, returns, scores)
             if wandb:
                 wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
                 save_checkpoint(run_dir, state, update=update, phase=phase, wall_s=row["wall_s"], train_s=row["train_s"],
                                 obs_mean=obs_mean, obs_std=obs_std, args=asdict(args))
-        if update % args.log_freq == 0 or is_eval:
-            t_mark, step_mark = time.time(), update  # evaluation time is not training time
 
     eval_envs.close()
     summary = utils.summarize_run(log.paths["eval"], args.score_window)

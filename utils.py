@@ -266,6 +266,14 @@ def normalized_score(returns, ref: Optional[Tuple[float, float]]):
     return 100.0 * (returns - lo) / (hi - lo)
 
 
+def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, device, run_dir: str):
+    """What a run trains on and where it writes, printed at its start."""
+    print(f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
+          f"device {device}; run dir {run_dir}")
+    print(f"reference scores ({protocol}): random {ref[0]}, expert {ref[1]}" if ref else
+          f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): raw returns only")
+
+
 def state_normalizer(observations: np.ndarray, normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """(mean, std) of the dataset's observations, std + 1e-3 (TD3+BC); (0, 1) without normalization."""
     if not normalize:
@@ -333,13 +341,18 @@ LOSS_FIELDS = ["update", "phase", "name", "value"]
 
 class RunLog:
     """eval.csv (a row per evaluation), losses.csv (a row per logged value, long format: pivot on
-    `name` to get columns) and the progress lines. Resuming at update U drops the rows after U,
-    which the resumed run writes again."""
+    `name` to get columns), the progress lines and the clocks: wall-clock since the start and training
+    time (evaluations excluded), both carried over a resume. Resuming at update U (`resume`: the
+    checkpoint's update, wall_s and train_s) drops the rows after U, which the resumed run writes again."""
 
-    def __init__(self, run_dir: str, total: int, resume_update: Optional[int] = None):
+    def __init__(self, run_dir: str, total: int, resume: Optional[dict] = None):
         import csv
 
-        self.total, self.last_score = total, float("nan")
+        resume_update = None if resume is None else resume["update"]
+        self.total, self.last_score, self.ups = total, float("nan"), float("nan")
+        self.start = time.time() - (resume["wall_s"] if resume else 0.0)
+        self.train_s = resume["train_s"] if resume else 0.0
+        self.mark, self.mark_update = time.time(), resume_update or 0
         self.paths = {"eval": os.path.join(run_dir, "eval.csv"), "losses": os.path.join(run_dir, "losses.csv")}
         for kind, fields in (("eval", EVAL_FIELDS), ("losses", LOSS_FIELDS)):
             rows = []
@@ -359,11 +372,15 @@ class RunLog:
         with open(self.paths[kind], "a", newline="") as f:
             csv.DictWriter(f, EVAL_FIELDS if kind == "eval" else LOSS_FIELDS).writerows(rows)
 
-    def losses(self, losses: Dict[str, "torch.Tensor"], update: int, phase: str, ups: float, log_freq: int) -> Dict[str, float]:
+    def losses(self, losses: Dict[str, "torch.Tensor"], update: int, phase: str, log_freq: int) -> Dict[str, float]:
         """One host sync for all losses of the interval; NaN/inf stops the run naming the loss; writes
-        losses.csv and prints a status line. Returns the values as floats."""
+        losses.csv and prints a status line with the interval's updates/s. Returns the values as floats."""
         import torch
 
+        now = time.time()
+        self.train_s += now - self.mark
+        self.ups = ups = (update - self.mark_update) / max(now - self.mark, 1e-9)
+        self.mark, self.mark_update = now, update
         names = list(losses)
         values = torch.stack([losses[k].detach().float() for k in names]).cpu().tolist() if names else []
         for name, value in zip(names, values):
@@ -380,16 +397,17 @@ class RunLog:
         print(f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left", flush=True)
         return values
 
-    def evaluation(self, update: int, phase: str, wall_s: float, train_s: float, ups: float, returns, scores) -> dict:
-        """Writes the evaluation's row to eval.csv and prints its line."""
-        self.last_score = float(np.mean(scores))
-        row = {"update": update, "phase": phase, "wall_s": round(wall_s, 3), "train_s": round(train_s, 3),
-               "updates_per_s": round(ups, 1), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+    def evaluation(self, update: int, phase: str, returns, scores) -> dict:
+        """Writes the evaluation's row to eval.csv and prints its line (call it right after `losses`)."""
+        self.last_score, ups = float(np.mean(scores)), self.ups
+        row = {"update": update, "phase": phase, "wall_s": round(time.time() - self.start, 3),
+               "train_s": round(self.train_s, 3), "updates_per_s": round(ups, 1), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
                "normalized_mean": self.last_score, "normalized_std": float(np.std(scores))}
         self._append("eval", [row])
         print(f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
               f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
               f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
+        self.mark = time.time()  # evaluation time is not training time
         return row
 
 

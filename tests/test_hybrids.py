@@ -47,9 +47,10 @@ def test_cql_term_in_finetuning_on_known_values():
     actor = TC.Actor(3, 2, (4,), False, np.zeros(2, np.float32), np.zeros(2, np.float32))
     critic = SumCritic()
     act = torch.tensor([[1.0, 1.0], [0.0, -1.0], [0.5, 0.0]])
-    batch = (torch.zeros(3, 3), act, torch.zeros(3), torch.zeros(3, 3), torch.zeros(3), torch.zeros(3))
+    batch = {"obs": torch.zeros(3, 3), "act": act, "rew": torch.zeros(3), "next_obs": torch.zeros(3, 3), "term": torch.zeros(3),
+             "mc_return": torch.zeros(3)}
     args = TC.Args(cql_weight=10.0, cql_n_actions=10, cql_temperature=1.0, policy_noise=0.0, mc_max_target=False)
-    loss, info = TC.finetune_critic_loss(critic, actor, critic, *batch, args)
+    loss, info = TC.finetune_critic_loss(critic, actor, critic, batch, args)
     q_data = act.sum(1)
     expected = 2 * (np.log(10.0) - q_data).mean()  # summed over both critics
     torch.testing.assert_close(info["losses/critic_cql"], expected)
