@@ -246,10 +246,15 @@ class Critic(nn.Module):
 def soft_mc_returns(rewards, entropies, terminations, truncations, gamma, alpha, tail="geometric") -> np.ndarray:
     """Soft return-to-go (eq. 19): R_t = sum_n gamma^n r_{t+n} + alpha sum_{n>=1} gamma^n H(s_{t+n}).
 
-    Flat arrays of many episodes; entropies[t] = H(pi(.|s_t)) of the state of step t, so the bonus
-    starts at t+1. An episode ends at a termination (no tail), a truncation, or the last element
-    (`geometric`: the unknown future repeats the last step, adding gamma / (1 - gamma) (r_T + alpha H(s_T));
-    `none`: nothing). Vectorized as a log-depth scan of y_t = b_t + a_t y_{t+1}: no loop over steps.
+    Flat arrays of many episodes; entropies[t] = H(pi(.|s_t)), so the bonus starts at t+1. Per episode,
+    backwards from its last step T:
+        R_T = r_T                                            the episode terminates at T
+        R_T = r_T + gamma / (1 - gamma) (r_T + alpha H(s_T))  truncated at T, or T is the last element:
+                                                             `geometric` repeats the last step forever,
+                                                             `none` takes R_T = r_T
+        R_t = r_t + gamma (alpha H(s_{t+1}) + R_{t+1})       inside the episode
+    Computed as a log-depth scan of y_t = b_t + a_t y_{t+1} (no Python loop over steps); tests/test_edac.py
+    checks it against that plain reversed loop.
     """
     r = np.asarray(rewards, dtype=np.float64)
     h = np.asarray(entropies, dtype=np.float64)

@@ -56,6 +56,25 @@ def test_soft_returns_several_episodes_do_not_leak():
     np.testing.assert_allclose(R, [1 + 0.9 * (2 + 1), 1.0, 5 + 0.9 * (200 + 5), 5.0])
 
 
+def test_soft_returns_match_the_plain_reversed_loop():
+    rng = np.random.default_rng(1)
+    n, gamma, alpha = 3000, 0.99, 0.3
+    r, h = rng.normal(size=n), rng.normal(size=n)
+    ends = rng.random(n) < 0.01
+    term = ends & (rng.random(n) < 0.5)
+    trunc = ends & ~term
+    expected, nxt = np.zeros(n), 0.0
+    for t in reversed(range(n)):  # the recursion of the docstring, one step at a time
+        if term[t]:
+            nxt = r[t]
+        elif trunc[t] or t == n - 1:
+            nxt = r[t] + gamma / (1 - gamma) * (r[t] + alpha * h[t])
+        else:
+            nxt = r[t] + gamma * (alpha * h[t + 1] + nxt)
+        expected[t] = nxt
+    np.testing.assert_allclose(E.soft_mc_returns(r, h, term, trunc, gamma, alpha), expected, rtol=1e-9, atol=1e-9)
+
+
 def test_soft_returns_with_zero_alpha_are_hard_returns():
     rng = np.random.default_rng(0)
     r, h = rng.normal(size=500), rng.normal(size=500)

@@ -57,3 +57,46 @@ def test_a_renamed_copy_names_its_runs_after_itself(minari_root, tmp_path):
 
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["exp_name"] == "my_idea" and config["script"] == "my_idea.py"  # tools/summarize.py groups by exp_name
+
+
+def broken_copy(tmp_path, bug):
+    """td3bc_pretrain.py copied to broken.py with `bug` as the first line of bc_loss; returns that line's number."""
+    shutil.copy(os.path.join(ROOT, "utils.py"), tmp_path)
+    source = open(os.path.join(ROOT, "td3bc_pretrain.py")).read()
+    anchor = '    """Algorithm 1: behaviour cloning of the deterministic actor."""\n'
+    assert source.count(anchor) == 1
+    head, tail = source.split(anchor)
+    (tmp_path / "broken.py").write_text(head + anchor + f"    {bug}\n" + tail)
+    return (head + anchor).count("\n") + 1
+
+
+def test_an_error_in_an_edited_loss_keeps_its_traceback(minari_root, tmp_path):
+    """Only the project's own errors become one `error:` line; a bug in a loss shows its file and line,
+    eager and compiled."""
+    line = broken_copy(tmp_path, "obs = obs @ torch.ones(3, 4)  # a shape bug")
+    args = TINY + ["--total-timesteps", "20", "--pretrain-steps", "10", "--eval-freq", "20"]
+    for compile_flag in ("--no-compile", "--compile"):
+        res = run_script(args + [compile_flag], cwd=str(tmp_path), script=str(tmp_path / "broken.py"))
+        assert res.returncode == 1 and "Traceback" in res.stderr, res.stderr
+        assert f'broken.py", line {line}, in bc_loss' in res.stderr, (compile_flag, res.stderr[-3000:])
+        assert "obs = obs @ torch.ones(3, 4)" in res.stderr
+        assert not res.stderr.startswith("error:")
+    line = broken_copy(tmp_path, 'raise ValueError("my own mistake")')  # not mistaken for a bad flag
+    res = run_script(args + ["--no-compile"], cwd=str(tmp_path), script=str(tmp_path / "broken.py"))
+    assert res.returncode == 1 and f'broken.py", line {line}, in bc_loss' in res.stderr
+    assert "ValueError: my own mistake" in res.stderr
+
+
+def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
+    res = run_script(TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--log-freq", "50",
+                             "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    status = [l for l in res.stdout.splitlines() if l.startswith("[pretrain ") or l.startswith("[finetune ")]
+    assert [l.split("]")[0] for l in status] == ["[pretrain 50/200", "[pretrain 100/200", "[finetune 150/200", "[finetune 200/200"]
+    assert all("updates/s |" in l and "min of updates left" in l for l in status)
+    assert "critic_mc" in status[0] and "actor_bc" in status[0] and "critic_td" in status[3]
+    run_dir = glob.glob(str(tmp_path / "*"))[0]
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "losses.csv"))))
+    assert {r["name"] for r in rows if r["update"] == "50"} == {"losses/critic_mc", "losses/actor_bc", "charts/updates_per_second"}
+    assert {r["phase"] for r in rows if r["update"] == "200"} == {"finetune"}
+    assert sorted({int(r["update"]) for r in rows}) == [50, 100, 150, 200]

@@ -241,6 +241,13 @@ def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
     for key in ("actor", "critic", "actor_target", "critic_target"):
         assert same_weights(final[key], ref_final[key]), key
 
+    def loss_rows(d):  # losses.csv without the timing rows: the resumed run's equals the uninterrupted one's
+        import csv
+
+        return [r for r in csv.DictReader(open(os.path.join(d, "losses.csv"))) if r["name"].startswith("losses/")]
+
+    assert loss_rows(run_dir) == loss_rows(ref_dir) and len(loss_rows(run_dir)) > 0
+
 
 def test_resume_errors(minari_root, tmp_path):
     res = run_script(["--resume", str(tmp_path / "nowhere")])
@@ -259,6 +266,7 @@ def test_track_wandb_offline(minari_root, tmp_path):
     assert runs, "no offline wandb run written"
     blob = open(runs[0], "rb").read()
     assert b"eval/normalized_score" in blob and b"losses/critic_mc" in blob and b"losses/critic_td" in blob
+    assert b"charts/SPS" in blob and b"td3bc_pretrain.py" in blob  # CleanRL's speed name; save_code keeps the script
 
 
 def test_unknown_env_id_lists_short_names(minari_root):
