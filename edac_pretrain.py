@@ -106,7 +106,15 @@ class Args:
 
 # ALGO LOGIC: per-task defaults (An et al. 2021 / CORL for MuJoCo; paper Table 3 for Adroit)
 EDAC_NUM_CRITICS = {"hopper": 50, "halfcheetah": 10, "walker2d": 10, "pen": 20, "door": 50, "hammer": 50, "relocate": 50}
-EDAC_ETA = {"hopper": 1.0, "halfcheetah": 1.0, "walker2d": 1.0, "pen": 200.0, "door": 200.0, "hammer": 200.0, "relocate": 200.0}
+EDAC_ETA = {
+    "hopper": 1.0,
+    "halfcheetah": 1.0,
+    "walker2d": 1.0,
+    "pen": 200.0,
+    "door": 200.0,
+    "hammer": 200.0,
+    "relocate": 200.0,
+}
 EDAC_ETA_BY_DATASET = {"pen-human": 1000.0, "pen-cloned": 10.0}
 
 
@@ -125,8 +133,13 @@ def resolve_defaults(args: Args) -> Args:
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     total, pretrain = utils.default_budget(task)
     num_critics, eta = task_defaults(args.env_id, task)
-    filled = {"total_timesteps": total, "pretrain_steps": pretrain, "score_window": utils.default_score_window(task),
-              "num_critics": num_critics, "eta": eta}
+    filled = {
+        "total_timesteps": total,
+        "pretrain_steps": pretrain,
+        "score_window": utils.default_score_window(task),
+        "num_critics": num_critics,
+        "eta": eta,
+    }
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
     return replace(args, **filled)
@@ -268,8 +281,10 @@ def soft_mc_returns(rewards, entropies, terminations, truncations, gamma, alpha,
     truncated = end & ~term
     if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) there is no tail
         if gamma >= 1:
-            raise ValueError(f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
-                             "where the tail gamma / (1 - gamma) diverges; use tail 'none'")
+            raise ValueError(
+                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
+                "where the tail gamma / (1 - gamma) diverges; use tail 'none'"
+            )
         b = np.where(truncated, r + gamma / (1 - gamma) * (r + alpha * h), b)
     elif tail not in ("geometric", "none"):
         raise ValueError(f"unknown tail '{tail}': use 'geometric' or 'none'")
@@ -289,7 +304,7 @@ def policy_entropies(actor, observations, num_samples, batch_size=65536):
     """H(pi(.|s)) ~ -mean_k log pi(a_k|s), a_k ~ pi, for every row of `observations`, batched on its device."""
     out = []
     for start in range(0, observations.shape[0], batch_size):
-        obs = observations[start:start + batch_size]
+        obs = observations[start : start + batch_size]
         obs = obs.unsqueeze(0).expand(num_samples, -1, -1)
         _, log_prob = actor(obs)
         out.append(-log_prob.mean(0))
@@ -301,10 +316,11 @@ def dataset_soft_returns(actor, log_alpha, observations, data, update, args):
     dataset, with the BC actor's entropies and its alpha, frozen from here on."""
     frozen_alpha = float(log_alpha.detach().exp())
     entropies = policy_entropies(actor, observations, args.entropy_samples).cpu().numpy()
-    soft_return = soft_mc_returns(data["rewards"], entropies, data["terminations"], data["truncations"],
-                                  args.gamma, frozen_alpha, args.mc_tail)
-    print(f"soft returns at update {update}: alpha {frozen_alpha:.4f}, mean entropy {entropies.mean():.3f}, "
-          f"mean soft return {soft_return.mean():.2f}", flush=True)
+    soft_return = soft_mc_returns(data["rewards"], entropies, data["terminations"], data["truncations"], args.gamma, frozen_alpha, args.mc_tail)
+    print(
+        f"soft returns at update {update}: alpha {frozen_alpha:.4f}, mean entropy {entropies.mean():.3f}, mean soft return {soft_return.mean():.2f}",
+        flush=True,
+    )
     return soft_return, frozen_alpha
 
 
@@ -347,8 +363,11 @@ def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
         q_target = td_target(actor, critic_target, batch["rew"], batch["next_obs"], batch["term"], alpha, args.gamma)
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
-    return td_loss + eta * diversity, {"losses/critic_td": td_loss, "losses/critic_diversity": diversity,
-                                       "losses/q_mean": q.mean().detach()}
+    return td_loss + eta * diversity, {
+        "losses/critic_td": td_loss,
+        "losses/critic_diversity": diversity,
+        "losses/q_mean": q.mean().detach(),
+    }
 
 
 def finetune_actor_loss(actor, critic, obs, act, alpha):
@@ -376,6 +395,7 @@ def gradient_step(optimizer, loss):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
 
 @torch.no_grad()
 def soft_update(target_params, online_params, tau):
@@ -407,8 +427,10 @@ def check_args(args: Args):
     if args.pretrain_steps < 0:
         problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
     if args.pretrain_steps > args.total_timesteps:
-        problems.append(f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
-                        "pretraining too: raise --total-timesteps or lower --pretrain-steps")
+        problems.append(
+            f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
+            "pretraining too: raise --total-timesteps or lower --pretrain-steps"
+        )
     if not args.learning_rate > 0:
         problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
     if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
@@ -443,8 +465,10 @@ def check_data(args: Args, data):
     if args.batch_size > n:
         problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
     if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
-        problems.append(f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
-                        "tail gamma / (1 - gamma) diverges; use --mc-tail none")
+        problems.append(
+            f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
+            "tail gamma / (1 - gamma) diverges; use --mc-tail none"
+        )
     if problems:
         raise utils.ConfigError("; ".join(problems))
 
@@ -468,7 +492,6 @@ def load_resume_args(run_dir: str) -> Args:
     return Args(**config)
 
 
-
 def make_run_dir(args: Args) -> str:
     run_dir = os.path.join(args.runs_dir, f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
@@ -477,12 +500,19 @@ def make_run_dir(args: Args) -> str:
     return run_dir
 
 
-def save_checkpoint(run_dir, state: dict, **extra):
-    """Every module's and optimizer's state_dict, the RNG states and `extra`, written atomically (a kill
-    leaves the previous checkpoint intact)."""
+def save_checkpoint(run_dir, state: dict, row: dict, args: Args, **extra):
+    """Every module's and optimizer's state_dict, the evaluation row's update, phase and clocks, the RNG
+    states and `extra`, written atomically (a kill leaves the previous checkpoint intact)."""
     ckpt = {name: module.state_dict() for name, module in state.items()}
-    ckpt.update(extra, torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
-                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+    ckpt.update(
+        {k: row[k] for k in ("update", "phase", "wall_s", "train_s")},
+        args=asdict(args),
+        **extra,
+        torch_rng=torch.get_rng_state(),
+        numpy_rng=np.random.get_state(),
+        python_rng=random.getstate(),
+        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    )
     path = os.path.join(run_dir, "checkpoint.pt")
     torch.save(ckpt, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -492,8 +522,9 @@ def load_checkpoint(run_dir, state: dict, device) -> dict:
     """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.exists(path):
-        raise utils.ConfigError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped "
-                                "before its first evaluation); start it again")
+        raise utils.ConfigError(
+            f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again"
+        )
     ckpt = torch.load(path, map_location=device, weights_only=False)
     for name, module in state.items():
         module.load_state_dict(ckpt[name])
@@ -510,8 +541,17 @@ def start_wandb(args: Args, run_dir: str):
     import wandb
 
     name = os.path.basename(run_dir)
-    wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir, name=name,
-               id=name[-64:], resume="allow", group=f"{args.env_id.replace('/', '-')}__{args.exp_name}", save_code=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        config=asdict(args),
+        dir=run_dir,
+        name=name,
+        id=name[-64:],
+        resume="allow",
+        group=f"{args.env_id.replace('/', '-')}__{args.exp_name}",
+        save_code=True,
+    )
     return wandb
 
 
@@ -533,17 +573,24 @@ def main(args: Args):
 
     # ALGO LOGIC: the soft returns-to-go column is filled after soft BC (Algorithm 2, between the two pretraining phases)
     obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
-    table, widths = make_table({
-        "obs": (data["observations"] - obs_mean) / obs_std, "act": data["actions"], "rew": data["rewards"],
-        "next_obs": (data["next_observations"] - obs_mean) / obs_std, "term": data["terminations"],
-        "soft_return": np.zeros_like(data["rewards"]),  # the last column
-    }, device)
+    table, widths = make_table(
+        {
+            "obs": (data["observations"] - obs_mean) / obs_std,
+            "act": data["actions"],
+            "rew": data["rewards"],
+            "next_obs": (data["next_observations"] - obs_mean) / obs_std,
+            "term": data["terminations"],
+            "soft_return": np.zeros_like(data["rewards"]),  # the last column
+        },
+        device,
+    )
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
     actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
     critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics).to(device)
     critic_target = copy.deepcopy(critic)
-    log_alpha, target_entropy = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True), -float(act_dim)
+    log_alpha = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True)
+    target_entropy = -float(act_dim)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
     critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
@@ -553,19 +600,18 @@ def main(args: Args):
     # The critic losses differentiate twice (diversity term), which torch.compile cannot trace: they stay eager.
     critic_pretrain_fn, bc_fn = pretrain_critic_loss, compile_fn(soft_bc_loss)
     critic_finetune_fn, actor_finetune_fn = finetune_critic_loss, compile_fn(finetune_actor_loss)
-    actor_pretrain_steps = {"both": int(args.pretrain_steps * args.actor_pretrain_fraction), "actor": args.pretrain_steps,
-                            "critic": 0}[args.pretrain_mode]
+    actor_share = {"both": args.actor_pretrain_fraction, "actor": 1.0, "critic": 0.0}[args.pretrain_mode]
+    actor_pretrain_steps = int(args.pretrain_steps * actor_share)
 
     # plumbing: resume, logs, evaluation
-    state = {"actor": actor, "critic": critic, "critic_target": critic_target, "actor_optimizer": actor_optimizer,
-             "critic_optimizer": critic_optimizer, "alpha_optimizer": alpha_optimizer}
-    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {"update": 0, "wall_s": 0.0, "train_s": 0.0,
-                                                                         "soft_return": None, "frozen_alpha": None}
-    soft_return, frozen_alpha = ckpt["soft_return"], ckpt["frozen_alpha"]
+    state = dict(actor=actor, critic=critic, critic_target=critic_target, actor_optimizer=actor_optimizer)  # checkpointed
+    state.update(critic_optimizer=critic_optimizer, alpha_optimizer=alpha_optimizer)
+    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {}
+    soft_return, frozen_alpha = ckpt.get("soft_return"), ckpt.get("frozen_alpha")
     if args.resume:  # EDAC's state beyond the modules: alpha, and the soft returns once computed
         log_alpha.data.copy_(ckpt["log_alpha"])
         table[:, -1] = torch.as_tensor(0.0 if soft_return is None else soft_return, dtype=torch.float32, device=device)
-    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt if args.resume else None)
+    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt or None)
     wandb = start_wandb(args, run_dir) if args.track else None
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
     eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
@@ -575,7 +621,7 @@ def main(args: Args):
         return actor(torch.as_tensor(obs, device=device), deterministic=True)[0].cpu().numpy()
 
     losses = {}
-    for global_step in range(ckpt["update"], args.total_timesteps):
+    for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
         if phase == "pretrain" and global_step >= actor_pretrain_steps and soft_return is None:  # between the phases
             soft_return, frozen_alpha = dataset_soft_returns(actor, log_alpha, table[:, :obs_dim], data, global_step, args)
@@ -617,35 +663,31 @@ def main(args: Args):
             values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()  # the next interval reports only what it computed
             if wandb:
-                wandb.log({**values, "charts/updates_per_second": log.ups, "charts/SPS": log.ups,
-                           "charts/phase": int(phase == "finetune")}, step=update)
+                wandb.log({**values, "charts/SPS": log.ups, "charts/phase": int(phase == "finetune")}, step=update)
         if is_eval:
             returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
             row = log.evaluation(update, phase, returns, scores)
             if wandb:
                 wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
-                save_checkpoint(run_dir, state, update=update, phase=phase, wall_s=row["wall_s"], train_s=row["train_s"],
-                                log_alpha=log_alpha.detach().clone(), soft_return=soft_return, frozen_alpha=frozen_alpha,
-                                obs_mean=obs_mean, obs_std=obs_std, args=asdict(args))
+                extra = dict(log_alpha=log_alpha.detach().clone(), soft_return=soft_return, frozen_alpha=frozen_alpha)
+                save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
 
     eval_envs.close()
-    summary = utils.summarize_run(log.paths["eval"], args.score_window)
+    summary = log.finish(args.score_window)
     if wandb:
         wandb.run.summary.update(summary)
         wandb.finish()
-    print(f"done: {args.total_timesteps} updates, final normalized score {log.last_score:.1f}; results in {log.paths['eval']}")
-    if args.score_window is not None:
-        print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
-              f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
-    print("other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
-          "via MINARI_DATASETS_PATH; see README 'Data'")
     return run_dir
 
 
 if __name__ == "__main__":
     try:
         main(tyro.cli(Args))
-    except (utils.ConfigError, utils.DatasetError, FloatingPointError) as e:  # ours: one line; anything else keeps its traceback
+    except (
+        utils.ConfigError,
+        utils.DatasetError,
+        FloatingPointError,
+    ) as e:  # ours: one line; anything else keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

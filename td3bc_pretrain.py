@@ -115,8 +115,13 @@ def resolve_defaults(args: Args) -> Args:
     """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     total, pretrain = utils.default_budget(task)
-    filled = {"total_timesteps": total, "pretrain_steps": pretrain, "score_window": utils.default_score_window(task),
-              "alpha": TD3BC_ALPHA.get(task, 2.5), "pretrain_cql_weight": 0.0}
+    filled = {
+        "total_timesteps": total,
+        "pretrain_steps": pretrain,
+        "score_window": utils.default_score_window(task),
+        "alpha": TD3BC_ALPHA.get(task, 2.5),
+        "pretrain_cql_weight": 0.0,
+    }
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
     return replace(args, **filled)
@@ -220,8 +225,10 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
     truncated = end & ~term
     if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) there is no tail
         if gamma >= 1:
-            raise ValueError(f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
-                             "where the tail gamma / (1 - gamma) diverges; use tail 'none'")
+            raise ValueError(
+                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
+                "where the tail gamma / (1 - gamma) diverges; use tail 'none'"
+            )
         b = np.where(truncated, r / (1 - gamma), r)
     elif tail in ("geometric", "none"):
         b = r.copy()
@@ -340,14 +347,24 @@ def sample_batch(table, widths, batch_size):
 # plumbing
 def check_args(args: Args):
     problems = []
-    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "policy_frequency", "cql_n_actions"):
+    for name in (
+        "total_timesteps",
+        "batch_size",
+        "eval_freq",
+        "eval_episodes",
+        "log_freq",
+        "policy_frequency",
+        "cql_n_actions",
+    ):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     if args.pretrain_steps < 0:
         problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
     if args.pretrain_steps > args.total_timesteps:
-        problems.append(f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
-                        "pretraining too: raise --total-timesteps or lower --pretrain-steps")
+        problems.append(
+            f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
+            "pretraining too: raise --total-timesteps or lower --pretrain-steps"
+        )
     if not args.learning_rate > 0:
         problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
     if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
@@ -378,8 +395,10 @@ def check_data(args: Args, data):
     if args.batch_size > n:
         problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
     if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
-        problems.append(f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
-                        "tail gamma / (1 - gamma) diverges; use --mc-tail none")
+        problems.append(
+            f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
+            "tail gamma / (1 - gamma) diverges; use --mc-tail none"
+        )
     if problems:
         raise utils.ConfigError("; ".join(problems))
 
@@ -403,7 +422,6 @@ def load_resume_args(run_dir: str) -> Args:
     return Args(**config)
 
 
-
 def make_run_dir(args: Args) -> str:
     run_dir = os.path.join(args.runs_dir, f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
     os.makedirs(run_dir, exist_ok=True)
@@ -412,12 +430,19 @@ def make_run_dir(args: Args) -> str:
     return run_dir
 
 
-def save_checkpoint(run_dir, state: dict, **extra):
-    """Every module's and optimizer's state_dict, the RNG states and `extra`, written atomically (a kill
-    leaves the previous checkpoint intact)."""
+def save_checkpoint(run_dir, state: dict, row: dict, args: Args, **extra):
+    """Every module's and optimizer's state_dict, the evaluation row's update, phase and clocks, the RNG
+    states and `extra`, written atomically (a kill leaves the previous checkpoint intact)."""
     ckpt = {name: module.state_dict() for name, module in state.items()}
-    ckpt.update(extra, torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate(),
-                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+    ckpt.update(
+        {k: row[k] for k in ("update", "phase", "wall_s", "train_s")},
+        args=asdict(args),
+        **extra,
+        torch_rng=torch.get_rng_state(),
+        numpy_rng=np.random.get_state(),
+        python_rng=random.getstate(),
+        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+    )
     path = os.path.join(run_dir, "checkpoint.pt")
     torch.save(ckpt, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -427,8 +452,9 @@ def load_checkpoint(run_dir, state: dict, device) -> dict:
     """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.exists(path):
-        raise utils.ConfigError(f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped "
-                                "before its first evaluation); start it again")
+        raise utils.ConfigError(
+            f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again"
+        )
     ckpt = torch.load(path, map_location=device, weights_only=False)
     for name, module in state.items():
         module.load_state_dict(ckpt[name])
@@ -445,8 +471,17 @@ def start_wandb(args: Args, run_dir: str):
     import wandb
 
     name = os.path.basename(run_dir)
-    wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=asdict(args), dir=run_dir, name=name,
-               id=name[-64:], resume="allow", group=f"{args.env_id.replace('/', '-')}__{args.exp_name}", save_code=True)
+    wandb.init(
+        project=args.wandb_project_name,
+        entity=args.wandb_entity,
+        config=asdict(args),
+        dir=run_dir,
+        name=name,
+        id=name[-64:],
+        resume="allow",
+        group=f"{args.env_id.replace('/', '-')}__{args.exp_name}",
+        save_code=True,
+    )
     return wandb
 
 
@@ -469,10 +504,17 @@ def main(args: Args):
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
     mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
     obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
-    table, widths = make_table({
-        "obs": (data["observations"] - obs_mean) / obs_std, "act": data["actions"], "rew": data["rewards"],
-        "next_obs": (data["next_observations"] - obs_mean) / obs_std, "term": data["terminations"], "mc_return": mc_return,
-    }, device)
+    table, widths = make_table(
+        {
+            "obs": (data["observations"] - obs_mean) / obs_std,
+            "act": data["actions"],
+            "rew": data["rewards"],
+            "next_obs": (data["next_observations"] - obs_mean) / obs_std,
+            "term": data["terminations"],
+            "mc_return": mc_return,
+        },
+        device,
+    )
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
     actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
@@ -488,10 +530,10 @@ def main(args: Args):
     critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
 
     # plumbing: resume, logs, evaluation
-    state = {"actor": actor, "critic": critic, "actor_target": actor_target, "critic_target": critic_target,
-             "actor_optimizer": actor_optimizer, "critic_optimizer": critic_optimizer}
-    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {"update": 0, "wall_s": 0.0, "train_s": 0.0}
-    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt if args.resume else None)
+    state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target)  # checkpointed
+    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
+    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {}
+    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt or None)
     wandb = start_wandb(args, run_dir) if args.track else None
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
     eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
@@ -503,7 +545,7 @@ def main(args: Args):
     pretrain_actor = args.pretrain_mode in ("both", "actor")
     pretrain_critic = args.pretrain_mode in ("both", "critic")
     losses = {}
-    for global_step in range(ckpt["update"], args.total_timesteps):
+    for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
         batch = sample_batch(table, widths, args.batch_size)
 
@@ -537,34 +579,30 @@ def main(args: Args):
             values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()  # the next interval reports only what it computed
             if wandb:
-                wandb.log({**values, "charts/updates_per_second": log.ups, "charts/SPS": log.ups,
-                           "charts/phase": int(phase == "finetune")}, step=update)
+                wandb.log({**values, "charts/SPS": log.ups, "charts/phase": int(phase == "finetune")}, step=update)
         if is_eval:
             returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
             row = log.evaluation(update, phase, returns, scores)
             if wandb:
                 wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
-                save_checkpoint(run_dir, state, update=update, phase=phase, wall_s=row["wall_s"], train_s=row["train_s"],
-                                obs_mean=obs_mean, obs_std=obs_std, args=asdict(args))
+                save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std)
 
     eval_envs.close()
-    summary = utils.summarize_run(log.paths["eval"], args.score_window)
+    summary = log.finish(args.score_window)
     if wandb:
         wandb.run.summary.update(summary)
         wandb.finish()
-    print(f"done: {args.total_timesteps} updates, final normalized score {log.last_score:.1f}; results in {log.paths['eval']}")
-    if args.score_window is not None:
-        print(f"window score, updates {args.score_window[0]}-{args.score_window[1]}: {summary['window_normalized']:.1f} "
-              f"(mean of {summary['window_evaluations']} evaluations; summary.csv)")
-    print("other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
-          "via MINARI_DATASETS_PATH; see README 'Data'")
     return run_dir
 
 
 if __name__ == "__main__":
     try:
         main(tyro.cli(Args))
-    except (utils.ConfigError, utils.DatasetError, FloatingPointError) as e:  # ours: one line; anything else keeps its traceback
+    except (
+        utils.ConfigError,
+        utils.DatasetError,
+        FloatingPointError,
+    ) as e:  # ours: one line; anything else keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -139,8 +139,10 @@ def unreadable_dataset(dataset_id: str, path: str, error: Exception) -> DatasetE
         fix = f"delete {path} and download it again: `minari download {dataset_id}`"
     data_file = os.path.join(path, "data", "main_data.hdf5")
     where = data_file if os.path.exists(data_file) else path
-    return DatasetError(f"dataset '{dataset_id}': {where} cannot be read ({type(error).__name__}: {error}); "
-                        f"the file is damaged or incomplete (an interrupted download or build?). Fix: {fix}.")
+    return DatasetError(
+        f"dataset '{dataset_id}': {where} cannot be read ({type(error).__name__}: {error}); "
+        f"the file is damaged or incomplete (an interrupted download or build?). Fix: {fix}."
+    )
 
 
 def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
@@ -153,8 +155,7 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
 
     if not isinstance(dataset.observation_space, gym.spaces.Box):
         raise DatasetError(
-            f"only Box observations are supported, this dataset has {dataset.observation_space}; "
-            "flatten them into a Box before training."
+            f"only Box observations are supported, this dataset has {dataset.observation_space}; flatten them into a Box before training."
         )
     try:
         episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
@@ -220,12 +221,19 @@ def summarize_run(csv_path: str, window: Optional[Tuple[int, int]]) -> Dict[str,
     if not rows:
         return {}
     last = rows[-1]
-    summary = {"final_update": int(last["update"]), "final_return": float(last["return_mean"]),
-               "final_normalized": float(last["normalized_mean"])}
+    summary = {
+        "final_update": int(last["update"]),
+        "final_return": float(last["return_mean"]),
+        "final_normalized": float(last["normalized_mean"]),
+    }
     if window is not None:
         inside = [float(r["normalized_mean"]) for r in rows if window[0] <= int(r["update"]) <= window[1]]
-        summary.update(window_start=window[0], window_end=window[1], window_evaluations=len(inside),
-                       window_normalized=float(np.mean(inside)) if inside else float("nan"))
+        summary.update(
+            window_start=window[0],
+            window_end=window[1],
+            window_evaluations=len(inside),
+            window_normalized=float(np.mean(inside)) if inside else float("nan"),
+        )
     with open(os.path.join(os.path.dirname(csv_path), "summary.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, list(summary))
         writer.writeheader()
@@ -268,10 +276,15 @@ def normalized_score(returns, ref: Optional[Tuple[float, float]]):
 
 def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, device, run_dir: str):
     """What a run trains on and where it writes, printed at its start."""
-    print(f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
-          f"device {device}; run dir {run_dir}")
-    print(f"reference scores ({protocol}): random {ref[0]}, expert {ref[1]}" if ref else
-          f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): raw returns only")
+    print(
+        f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
+        f"device {device}; run dir {run_dir}"
+    )
+    print(
+        f"reference scores ({protocol}): random {ref[0]}, expert {ref[1]}"
+        if ref
+        else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): raw returns only"
+    )
 
 
 def state_normalizer(observations: np.ndarray, normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -334,8 +347,17 @@ def evaluate(
 # --------------------------------------------------------------------------------------------
 # What a run writes: eval.csv, losses.csv and the lines it prints
 # --------------------------------------------------------------------------------------------
-EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s", "return_mean", "return_std",
-               "normalized_mean", "normalized_std"]
+EVAL_FIELDS = [
+    "update",
+    "phase",
+    "wall_s",
+    "train_s",
+    "updates_per_s",
+    "return_mean",
+    "return_std",
+    "normalized_mean",
+    "normalized_std",
+]
 LOSS_FIELDS = ["update", "phase", "name", "value"]
 
 
@@ -372,7 +394,7 @@ class RunLog:
         with open(self.paths[kind], "a", newline="") as f:
             csv.DictWriter(f, EVAL_FIELDS if kind == "eval" else LOSS_FIELDS).writerows(rows)
 
-    def losses(self, losses: Dict[str, "torch.Tensor"], update: int, phase: str, log_freq: int) -> Dict[str, float]:
+    def losses(self, losses: Dict[str, Any], update: int, phase: str, log_freq: int) -> Dict[str, float]:
         """One host sync for all losses of the interval; NaN/inf stops the run naming the loss; writes
         losses.csv and prints a status line with the interval's updates/s. Returns the values as floats."""
         import torch
@@ -388,27 +410,53 @@ class RunLog:
                 raise FloatingPointError(
                     f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
                     f"{max(update - log_freq, 0)}). Lower --learning-rate or check the dataset for extreme values; "
-                    f"--resume continues from the last checkpoint if the run saved one (--save-model)")
-        values = dict(zip(names, values))
-        self._append("losses", [{"update": update, "phase": phase, "name": k, "value": v}
-                                for k, v in {**values, "charts/updates_per_second": ups}.items()])
+                    f"--resume continues from the last checkpoint if the run saved one (--save-model)"
+                )
+        values = {**dict(zip(names, values)), "charts/updates_per_second": ups}
+        self._append("losses", [{"update": update, "phase": phase, "name": k, "value": v} for k, v in values.items()])
         left = (self.total - update) / max(ups, 1e-9)
-        shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items())
+        shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k.startswith("losses/"))
         print(f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left", flush=True)
         return values
 
     def evaluation(self, update: int, phase: str, returns, scores) -> dict:
         """Writes the evaluation's row to eval.csv and prints its line (call it right after `losses`)."""
         self.last_score, ups = float(np.mean(scores)), self.ups
-        row = {"update": update, "phase": phase, "wall_s": round(time.time() - self.start, 3),
-               "train_s": round(self.train_s, 3), "updates_per_s": round(ups, 1), "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
-               "normalized_mean": self.last_score, "normalized_std": float(np.std(scores))}
+        row = {
+            "update": update,
+            "phase": phase,
+            "wall_s": round(time.time() - self.start, 3),
+            "train_s": round(self.train_s, 3),
+            "updates_per_s": round(ups, 1),
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "normalized_mean": self.last_score,
+            "normalized_std": float(np.std(scores)),
+        }
         self._append("eval", [row])
-        print(f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
-              f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
-              f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s", flush=True)
+        print(
+            f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
+            f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
+            f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s",
+            flush=True,
+        )
         self.mark = time.time()  # evaluation time is not training time
         return row
+
+    def finish(self, score_window: Optional[Tuple[int, int]]) -> Dict[str, float]:
+        """summary.csv (final and window scores, see summarize_run) and the closing lines of a run."""
+        summary = summarize_run(self.paths["eval"], score_window)
+        print(f"done: {self.total} updates, final normalized score {self.last_score:.1f}; results in {self.paths['eval']}")
+        if score_window is not None:
+            print(
+                f"window score, updates {score_window[0]}-{score_window[1]}: {summary['window_normalized']:.1f} "
+                f"(mean of {summary['window_evaluations']} evaluations; summary.csv)"
+            )
+        print(
+            "other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
+            "via MINARI_DATASETS_PATH; see README 'Data'"
+        )
+        return summary
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,18 +497,33 @@ def build_random_dataset(task: str, steps: int = 100_000, seed: int = 0, overwri
             o.append(obs), r.append(reward), te.append(term), tr.append(trunc)
             if term or trunc:
                 break
-        buffers.append(EpisodeBuffer(
-            id=len(buffers), seed=ep_seed, observations=np.asarray(o), actions=actions[start:t],
-            rewards=np.asarray(r, dtype=np.float64), terminations=np.asarray(te), truncations=np.asarray(tr), infos={},
-        ))
+        buffers.append(
+            EpisodeBuffer(
+                id=len(buffers),
+                seed=ep_seed,
+                observations=np.asarray(o),
+                actions=actions[start:t],
+                rewards=np.asarray(r, dtype=np.float64),
+                terminations=np.asarray(te),
+                truncations=np.asarray(tr),
+                infos={},
+            )
+        )
     lo, hi = D4RL_REF_SCORES[task]
     eval_env = gym.make(env_id, max_episode_steps=time_limit)
     minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env, eval_env=eval_env, algorithm_name="uniform random actions",
-        author="utils.py build-random", author_email="n/a", code_permalink="utils.py",
-        ref_min_score=lo, ref_max_score=hi,
+        dataset_id,
+        buffers,
+        env=env,
+        eval_env=eval_env,
+        algorithm_name="uniform random actions",
+        author="utils.py build-random",
+        author_email="n/a",
+        code_permalink="utils.py",
+        ref_min_score=lo,
+        ref_max_score=hi,
         description=f"{task}-random: uniform random actions in {env_id}, {t} steps, seed {seed}, built locally "
-                    "by utils.py (D4RL recipe; not the D4RL data). Reference scores are D4RL's.",
+        "by utils.py (D4RL recipe; not the D4RL data). Reference scores are D4RL's.",
     )
     env.close(), eval_env.close()
     return dataset_id

@@ -29,8 +29,14 @@ def minari_root(tmp_path_factory):
 def run_script(args, cwd=ROOT, env_extra=None, timeout=600, script="td3bc_pretrain.py"):
     """Run a script as a user would; returns the CompletedProcess (stdout and stderr as text)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, os.path.join(cwd, script) if not os.path.isabs(script) else script, *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(cwd, script) if not os.path.isabs(script) else script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def read_csv(run_dir):
@@ -45,5 +51,16 @@ def run_dir_of(stdout):
     return next(line for line in stdout.splitlines() if "run dir " in line).split("run dir ")[1].strip()
 
 
-TINY = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
-        "--no-compile", "--no-cuda"]
+TINY = [
+    "--env-id",
+    "hopper-random",
+    "--batch-size",
+    "64",
+    "--hidden-dims",
+    "32",
+    "32",
+    "--eval-episodes",
+    "2",
+    "--no-compile",
+    "--no-cuda",
+]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -17,8 +16,13 @@ import summarize  # noqa: E402
 def write_run(root, name, pretrain_steps, seed, scores, walls, window=(200, 300)):
     run_dir = os.path.join(root, name, "run")
     os.makedirs(run_dir)
-    config = {"env_id": "local/hopper/medium-v0", "exp_name": "td3bc_pretrain", "pretrain_steps": pretrain_steps,
-              "seed": seed, "score_window": list(window)}
+    config = {
+        "env_id": "local/hopper/medium-v0",
+        "exp_name": "td3bc_pretrain",
+        "pretrain_steps": pretrain_steps,
+        "seed": seed,
+        "score_window": list(window),
+    }
     json.dump(config, open(os.path.join(run_dir, "config.json"), "w"))
     with open(os.path.join(run_dir, "eval.csv"), "w") as f:
         f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
@@ -62,17 +66,23 @@ def test_summarize_without_runs_is_an_error(tmp_path):
 
 
 def bench(*args, env=None):
-    return subprocess.run(["bash", os.path.join(ROOT, "benchmark.sh"), *args], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=60)
+    return subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmark.sh"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+        timeout=60,
+    )
 
 
 def test_quick_dry_run_lists_the_grid(tmp_path):
     res = bench("quick", "--dry-run", env={"BENCH_OUT": str(tmp_path), "BENCH_JOBS": "2"})
     assert res.returncode == 0, res.stderr
-    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 4  # 1 dataset x 2 scripts x 1 seed x {pretrained, scratch}
-    assert sum("--pretrain-steps 0 " in l for l in lines) == 2
-    assert all(l.startswith("would run: OMP_NUM_THREADS=1 python ") and "--save-model" in l for l in lines)
+    assert sum("--pretrain-steps 0 " in line for line in lines) == 2
+    assert all(line.startswith("would run: OMP_NUM_THREADS=1 python ") and "--save-model" in line for line in lines)
 
 
 def test_rerun_skips_finished_and_resumes_interrupted(tmp_path):
@@ -92,30 +102,36 @@ def test_rerun_skips_finished_and_resumes_interrupted(tmp_path):
 
 def test_adroit_and_paper_profiles_and_usage():
     res = bench("adroit", "--dry-run", env={"BENCH_DATASETS": "pen-human", "BENCH_SEEDS": "1", "BENCH_OUT": "/tmp/x"})
-    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
-    assert len(lines) == 8 and all("--eval-protocol paper --eval-freq 10000" in l for l in lines)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 8 and all("--eval-protocol paper --eval-freq 10000" in line for line in lines)
     res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
-    assert len([l for l in res.stdout.splitlines() if l.startswith("would run:")]) == 3 * 2 * 3 * 2
+    assert len([line for line in res.stdout.splitlines() if line.startswith("would run:")]) == 3 * 2 * 3 * 2
     assert bench("nope").returncode == 2
     res = bench("speed", "--dry-run")
     assert "tools/speed_reference.py --algo edac --num-critics 50" in res.stdout
 
 
 def test_scripts_total_and_pretrain_overrides():
-    env = {"BENCH_OUT": "/tmp/x", "BENCH_DATASETS": "local/hopper/medium-v0", "BENCH_SCRIPTS": "td3bc_pretrain",
-           "BENCH_TOTAL": "100000", "BENCH_PRETRAIN": "20000", "BENCH_JOBS": "2"}
+    env = {
+        "BENCH_OUT": "/tmp/x",
+        "BENCH_DATASETS": "local/hopper/medium-v0",
+        "BENCH_SCRIPTS": "td3bc_pretrain",
+        "BENCH_TOTAL": "100000",
+        "BENCH_PRETRAIN": "20000",
+        "BENCH_JOBS": "2",
+    }
     res = bench("paper", "--dry-run", env=env)
     assert res.returncode == 0, res.stderr
-    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
-    assert len(lines) == 3 * 2 and all("python td3bc_pretrain.py " in l for l in lines)  # 3 seeds x 2 variants
-    assert all(l.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in l for l in lines)
-    assert sum("--pretrain-steps 20000 " in l for l in lines) == 3 and sum("--pretrain-steps 0 " in l for l in lines) == 3
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 3 * 2 and all("python td3bc_pretrain.py " in line for line in lines)  # 3 seeds x 2 variants
+    assert all(line.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in line for line in lines)
+    assert sum("--pretrain-steps 20000 " in line for line in lines) == 3 and sum("--pretrain-steps 0 " in line for line in lines) == 3
     # without overrides the paper profile keeps its budget
     res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_pretrain.py"})
-    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
-    assert len(lines) == 3 * 3 * 2 and all("python edac_pretrain.py " in l for l in lines)
-    assert all("--total-timesteps 1000000 " in l for l in lines)
-    assert sum("--pretrain-steps 50000 " in l for l in lines) == 9
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 3 * 3 * 2 and all("python edac_pretrain.py " in line for line in lines)
+    assert all("--total-timesteps 1000000 " in line for line in lines)
+    assert sum("--pretrain-steps 50000 " in line for line in lines) == 9
 
 
 def test_bad_overrides_are_refused_with_the_fix():
@@ -174,10 +190,13 @@ def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
 def test_bare_command_is_the_paper_profile():
     res = bench("--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_JOBS": "2"})
     assert res.returncode == 0, res.stderr
-    assert "grid: profile paper; datasets: hopper-medium halfcheetah-medium walker2d-medium; scripts: td3bc_pretrain edac_pretrain; seeds: 1 2 3" in res.stdout
+    assert (
+        "grid: profile paper; datasets: hopper-medium halfcheetah-medium walker2d-medium; scripts: td3bc_pretrain edac_pretrain; seeds: 1 2 3"
+        in res.stdout
+    )
     assert "runs: 36 (local launcher; output in /tmp/x)" in res.stdout
-    lines = [l for l in res.stdout.splitlines() if l.startswith("would run:")]
-    assert len(lines) == 36 and all("--total-timesteps 1000000 " in l for l in lines)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 36 and all("--total-timesteps 1000000 " in line for line in lines)
     res = bench("quick", "--dry-run", "--bogus")
     assert res.returncode == 2 and "unknown argument '--bogus'" in res.stderr
     res = bench("quick", "--dry-run", env={"BENCH_LAUNCHER": "pbs"})
@@ -203,13 +222,22 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         "#!/usr/bin/env bash\n"
         f'echo "$@" > {tmp_path}/sbatch_args\n'
         'for i in 0 1; do SLURM_ARRAY_TASK_ID=$i bash "${@: -1}" || exit 1; done\n'
-        "echo Submitted batch job 42\n")
+        "echo Submitted batch job 42\n"
+    )
     (bin_dir / "sbatch").chmod(0o755)
     out = tmp_path / "out"
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "BENCH_LAUNCHER": "slurm", "BENCH_OUT": str(out),
-           "BENCH_SLURM_ARGS": "--partition debug", "BENCH_DATASETS": "hopper-random", "BENCH_SCRIPTS": "td3bc_pretrain",
-           "BENCH_TOTAL": "200", "BENCH_PRETRAIN": "100", "OMP_NUM_THREADS": "1",
-           "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 2 --eval-freq 100"}
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "BENCH_LAUNCHER": "slurm",
+        "BENCH_OUT": str(out),
+        "BENCH_SLURM_ARGS": "--partition debug",
+        "BENCH_DATASETS": "hopper-random",
+        "BENCH_SCRIPTS": "td3bc_pretrain",
+        "BENCH_TOTAL": "200",
+        "BENCH_PRETRAIN": "100",
+        "OMP_NUM_THREADS": "1",
+        "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 2 --eval-freq 100",
+    }
     res = bench("quick", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert open(tmp_path / "sbatch_args").read().split() == ["--partition", "debug", str(out / "slurm_array.sh")]
@@ -223,8 +251,13 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         assert config["hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
         assert os.path.getsize(out / "logs" / f"{name}.log") > 0
     # a task whose run is finished skips it, as the local launcher does
-    again = subprocess.run(["bash", str(out / "slurm_array.sh")], env=dict(os.environ, **env, SLURM_ARRAY_TASK_ID="0"),
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        ["bash", str(out / "slurm_array.sh")],
+        env=dict(os.environ, **env, SLURM_ARRAY_TASK_ID="0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0 and "done already: hopper-random__td3bc_pretrain__pretrained__1" in again.stdout
     res = bench("summarize", str(out))
     assert res.returncode == 0, res.stderr

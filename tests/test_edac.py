@@ -1,6 +1,5 @@
 """edac_pretrain.py: soft returns, tanh-Gaussian actor, ensemble diversity, end to end."""
 
-import csv
 import glob
 import json
 import os
@@ -13,17 +12,28 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, read_csv, run_dir_of, run_script
 
 import edac_pretrain as E
 import td3bc_pretrain as T
-from conftest import ROOT, read_csv, run_dir_of, run_script
 
-TINY_EDAC = ["--env-id", "hopper-random", "--batch-size", "64", "--hidden-dims", "32", "32", "--eval-episodes", "2",
-             "--num-critics", "3", "--entropy-samples", "2", "--no-compile", "--no-cuda"]
-
-
-
-
+TINY_EDAC = [
+    "--env-id",
+    "hopper-random",
+    "--batch-size",
+    "64",
+    "--hidden-dims",
+    "32",
+    "32",
+    "--eval-episodes",
+    "2",
+    "--num-critics",
+    "3",
+    "--entropy-samples",
+    "2",
+    "--no-compile",
+    "--no-cuda",
+]
 
 
 def run_edac(args, **kw):
@@ -91,7 +101,10 @@ def test_actor_log_prob_matches_torch_tanh_gaussian():
     obs = torch.randn(5, 4)
     mu, std = actor.dist(obs)
     base = torch.distributions.Normal(mu, std)
-    transforms = [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(actor.action_bias, actor.action_scale)]
+    transforms = [
+        torch.distributions.TanhTransform(),
+        torch.distributions.AffineTransform(actor.action_bias, actor.action_scale),
+    ]
     dist = torch.distributions.TransformedDistribution(base, transforms)
     act = torch.tensor([[0.3, -1.0], [0.0, 1.5], [-0.9, 0.1], [0.5, 0.5], [0.2, -0.2]])
     torch.testing.assert_close(actor.log_prob(obs, act), dist.log_prob(act).sum(-1), rtol=1e-4, atol=1e-4)
@@ -138,14 +151,14 @@ class LinearInAction(nn.Module):
         self.w, self.num_critics = torch.as_tensor(w, dtype=torch.float32), len(w)
 
     def members(self, x):
-        return (x[..., -self.w.shape[1]:] * self.w[:, None, :]).sum(-1)
+        return (x[..., -self.w.shape[1] :] * self.w[:, None, :]).sum(-1)
 
 
 def test_diversity_hand_computed():
     critic = LinearInAction([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     q, div = E.q_and_diversity(critic, torch.zeros(4, 3), torch.randn(4, 2))
     # cos(w1, w2) = 0, cos(w1, w3) = cos(w2, w3) = 1/sqrt(2); (2 * (0 + 2/sqrt(2))) / (N - 1) = sqrt(2)
-    torch.testing.assert_close(div, torch.tensor(2 ** 0.5))
+    torch.testing.assert_close(div, torch.tensor(2**0.5))
     assert q.shape == (3, 4)
 
 
@@ -189,8 +202,24 @@ def test_task_defaults():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)])
 def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
-    res = run_edac(TINY_EDAC + ["--total-timesteps", "300", "--pretrain-steps", str(pretrain), "--pretrain-mode", mode,
-                                "--eval-freq", "100", "--log-freq", "50", "--save-model", "--runs-dir", str(tmp_path)])
+    res = run_edac(
+        TINY_EDAC
+        + [
+            "--total-timesteps",
+            "300",
+            "--pretrain-steps",
+            str(pretrain),
+            "--pretrain-mode",
+            mode,
+            "--eval-freq",
+            "100",
+            "--log-freq",
+            "50",
+            "--save-model",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir)
@@ -211,8 +240,22 @@ def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
     ckpts = []
     # the same 100 soft-BC updates, then nothing (run 1) or 100 critic-pretraining updates (run 2)
     for total, fraction in ((100, "1.0"), (200, "0.5")):
-        res = run_edac(TINY_EDAC + ["--total-timesteps", str(total), "--pretrain-steps", str(total), "--eval-freq", "100",
-                                    "--actor-pretrain-fraction", fraction, "--save-model", "--runs-dir", str(tmp_path / str(total))])
+        res = run_edac(
+            TINY_EDAC
+            + [
+                "--total-timesteps",
+                str(total),
+                "--pretrain-steps",
+                str(total),
+                "--eval-freq",
+                "100",
+                "--actor-pretrain-fraction",
+                fraction,
+                "--save-model",
+                "--runs-dir",
+                str(tmp_path / str(total)),
+            ]
+        )
         assert res.returncode == 0, res.stderr
         ckpts.append(torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False))
     assert all(torch.equal(ckpts[0]["actor"][k], ckpts[1]["actor"][k]) for k in ckpts[0]["actor"])
@@ -222,11 +265,36 @@ def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
 
 
 def test_two_critics_and_every_edac_option(minari_root, tmp_path):
-    res = run_edac(TINY_EDAC[:-6] + ["--num-critics", "2", "--eta", "5.0", "--entropy-samples", "3",
-                                     "--actor-pretrain-fraction", "0.25", "--initial-alpha", "0.5", "--td-lambda", "0.3",
-                                     "--mc-tail", "none", "--no-actor-layernorm", "--no-critic-layernorm", "--no-compile",
-                                     "--total-timesteps", "200", "--pretrain-steps", "200", "--eval-freq", "200",
-                                     "--runs-dir", str(tmp_path)])
+    res = run_edac(
+        TINY_EDAC[:-6]
+        + [
+            "--num-critics",
+            "2",
+            "--eta",
+            "5.0",
+            "--entropy-samples",
+            "3",
+            "--actor-pretrain-fraction",
+            "0.25",
+            "--initial-alpha",
+            "0.5",
+            "--td-lambda",
+            "0.3",
+            "--mc-tail",
+            "none",
+            "--no-actor-layernorm",
+            "--no-critic-layernorm",
+            "--no-compile",
+            "--total-timesteps",
+            "200",
+            "--pretrain-steps",
+            "200",
+            "--eval-freq",
+            "200",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
     assert "EDAC num_critics 2, eta 5.0" in res.stdout and "soft returns at update 50:" in res.stdout
     cfg = json.load(open(os.path.join(run_dir_of(res.stdout), "config.json")))
@@ -234,10 +302,25 @@ def test_two_critics_and_every_edac_option(minari_root, tmp_path):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
-    common = TINY_EDAC + ["--total-timesteps", "1500", "--pretrain-steps", "600", "--eval-freq", "50", "--save-model", "--seed", "5"]
+    common = TINY_EDAC + [
+        "--total-timesteps",
+        "1500",
+        "--pretrain-steps",
+        "600",
+        "--eval-freq",
+        "50",
+        "--save-model",
+        "--seed",
+        "5",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "edac_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "edac_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, run_dir, killed_at = time.time() + 300, None, 0
     while time.time() < deadline:  # kill once the checkpoint is past the soft-return computation
         found = glob.glob(str(tmp_path / "killed" / "*" / "checkpoint.pt"))

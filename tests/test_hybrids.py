@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import read_csv, run_dir_of, run_script
 
 import edac_bc_pretrain as EB
 import td3bc_cql_pretrain as TC
-from conftest import read_csv, run_dir_of, run_script
 
 COMBINERS = [importlib.import_module(m).combine_losses for m in ("td3bc_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain")]
 
@@ -47,8 +47,14 @@ def test_cql_term_in_finetuning_on_known_values():
     actor = TC.Actor(3, 2, (4,), False, np.zeros(2, np.float32), np.zeros(2, np.float32))
     critic = SumCritic()
     act = torch.tensor([[1.0, 1.0], [0.0, -1.0], [0.5, 0.0]])
-    batch = {"obs": torch.zeros(3, 3), "act": act, "rew": torch.zeros(3), "next_obs": torch.zeros(3, 3), "term": torch.zeros(3),
-             "mc_return": torch.zeros(3)}
+    batch = {
+        "obs": torch.zeros(3, 3),
+        "act": act,
+        "rew": torch.zeros(3),
+        "next_obs": torch.zeros(3, 3),
+        "term": torch.zeros(3),
+        "mc_return": torch.zeros(3),
+    }
     args = TC.Args(cql_weight=10.0, cql_n_actions=10, cql_temperature=1.0, policy_noise=0.0, mc_max_target=False)
     loss, info = TC.finetune_critic_loss(critic, actor, critic, batch, args)
     q_data = act.sum(1)
@@ -78,7 +84,13 @@ def test_bc_term_pulls_the_actor_to_the_data():
 
 def test_table3_defaults():
     a = TC.resolve_defaults(TC.Args(env_id="pen-human"))
-    assert (a.alpha, a.cql_weight, a.pretrain_cql_weight, a.total_timesteps, a.pretrain_steps) == (1.0, 1.0, 1.0, 300_000, 200_000)
+    assert (a.alpha, a.cql_weight, a.pretrain_cql_weight, a.total_timesteps, a.pretrain_steps) == (
+        1.0,
+        1.0,
+        1.0,
+        300_000,
+        200_000,
+    )
     a = TC.resolve_defaults(TC.Args(env_id="hammer-cloned", cql_weight=3.0))
     assert (a.alpha, a.cql_weight, a.pretrain_cql_weight, a.score_window) == (0.1, 3.0, 3.0, (200_000, 300_000))
     b = EB.resolve_defaults(EB.Args(env_id="pen-cloned"))
@@ -95,12 +107,28 @@ def pen_root(tmp_path_factory):
     return root
 
 
-SMALL = ["--batch-size", "32", "--hidden-dims", "32", "32", "--eval-episodes", "2", "--no-compile", "--no-cuda",
-         "--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--log-freq", "50"]
+SMALL = [
+    "--batch-size",
+    "32",
+    "--hidden-dims",
+    "32",
+    "32",
+    "--eval-episodes",
+    "2",
+    "--no-compile",
+    "--no-cuda",
+    "--total-timesteps",
+    "200",
+    "--pretrain-steps",
+    "100",
+    "--eval-freq",
+    "100",
+    "--log-freq",
+    "50",
+]
 
 
-@pytest.mark.parametrize("script,extra", [("td3bc_cql_pretrain.py", []),
-                                          ("edac_bc_pretrain.py", ["--num-critics", "3", "--entropy-samples", "2"])])
+@pytest.mark.parametrize("script,extra", [("td3bc_cql_pretrain.py", []), ("edac_bc_pretrain.py", ["--num-critics", "3", "--entropy-samples", "2"])])
 @pytest.mark.parametrize("env", ["pen-random", "hopper-random"])
 def test_hybrids_end_to_end(minari_root, pen_root, tmp_path, script, extra, env):
     env_extra = {"MINARI_DATASETS_PATH": pen_root} if env == "pen-random" else None

@@ -18,7 +18,7 @@ def readme_main_job():
     command = re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip()
     install = "pip install -r requirements.txt && "
     assert command.startswith(install), command
-    return command[len(install):]
+    return command[len(install) :]
 
 
 def test_readme_main_job_runs_offline(tmp_path):
@@ -40,8 +40,11 @@ def test_readme_main_job_runs_offline(tmp_path):
 def test_copied_script_runs_in_an_empty_folder(minari_root, tmp_path):
     for name in ("td3bc_pretrain.py", "utils.py"):
         shutil.copy(os.path.join(ROOT, name), tmp_path)
-    res = run_script(TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100"],
-                     cwd=str(tmp_path), script=str(tmp_path / "td3bc_pretrain.py"))
+    res = run_script(
+        TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100"],
+        cwd=str(tmp_path),
+        script=str(tmp_path / "td3bc_pretrain.py"),
+    )
     assert res.returncode == 0, res.stderr
     assert len(glob.glob(str(tmp_path / "runs" / "*" / "eval.csv"))) == 1  # runs/ next to the copy
 
@@ -49,8 +52,11 @@ def test_copied_script_runs_in_an_empty_folder(minari_root, tmp_path):
 def test_a_renamed_copy_names_its_runs_after_itself(minari_root, tmp_path):
     shutil.copy(os.path.join(ROOT, "utils.py"), tmp_path)
     shutil.copy(os.path.join(ROOT, "td3bc_pretrain.py"), tmp_path / "my_idea.py")
-    res = run_script(TINY + ["--total-timesteps", "100", "--pretrain-steps", "50", "--eval-freq", "100"],
-                     cwd=str(tmp_path), script=str(tmp_path / "my_idea.py"))
+    res = run_script(
+        TINY + ["--total-timesteps", "100", "--pretrain-steps", "50", "--eval-freq", "100"],
+        cwd=str(tmp_path),
+        script=str(tmp_path / "my_idea.py"),
+    )
     assert res.returncode == 0, res.stderr
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "hopper-random__my_idea__1__*"))
     import json
@@ -88,15 +94,37 @@ def test_an_error_in_an_edited_loss_keeps_its_traceback(minari_root, tmp_path):
 
 
 def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
-    res = run_script(TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--log-freq", "50",
-                             "--runs-dir", str(tmp_path)])
+    res = run_script(
+        TINY
+        + [
+            "--total-timesteps",
+            "200",
+            "--pretrain-steps",
+            "100",
+            "--eval-freq",
+            "100",
+            "--log-freq",
+            "50",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
-    status = [l for l in res.stdout.splitlines() if l.startswith("[pretrain ") or l.startswith("[finetune ")]
-    assert [l.split("]")[0] for l in status] == ["[pretrain 50/200", "[pretrain 100/200", "[finetune 150/200", "[finetune 200/200"]
-    assert all("updates/s |" in l and "min of updates left" in l for l in status)
+    status = [line for line in res.stdout.splitlines() if line.startswith("[pretrain ") or line.startswith("[finetune ")]
+    assert [line.split("]")[0] for line in status] == [
+        "[pretrain 50/200",
+        "[pretrain 100/200",
+        "[finetune 150/200",
+        "[finetune 200/200",
+    ]
+    assert all("updates/s |" in line and "min of updates left" in line for line in status)
     assert "critic_mc" in status[0] and "actor_bc" in status[0] and "critic_td" in status[3]
     run_dir = glob.glob(str(tmp_path / "*"))[0]
     rows = list(csv.DictReader(open(os.path.join(run_dir, "losses.csv"))))
-    assert {r["name"] for r in rows if r["update"] == "50"} == {"losses/critic_mc", "losses/actor_bc", "charts/updates_per_second"}
+    assert {r["name"] for r in rows if r["update"] == "50"} == {
+        "losses/critic_mc",
+        "losses/actor_bc",
+        "charts/updates_per_second",
+    }
     assert {r["phase"] for r in rows if r["update"] == "200"} == {"finetune"}
     assert sorted({int(r["update"]) for r in rows}) == [50, 100, 150, 200]

@@ -6,21 +6,46 @@ import os
 
 from conftest import ROOT
 
-SCRIPTS = [s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py")
-           if os.path.exists(os.path.join(ROOT, s))]
+SCRIPTS = [
+    s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py") if os.path.exists(os.path.join(ROOT, s))
+]
 # Differences on purpose: EDAC's networks are 256 x 3.
 INTENDED = {"hidden_dims"}
-SHARED = {"env_id", "seed", "total_timesteps", "pretrain_steps", "pretrain_mode", "batch_size", "gamma", "tau",
-          "learning_rate", "eval_freq", "eval_episodes", "eval_protocol", "track", "wandb_project_name", "wandb_entity",
-          "cuda", "save_model", "resume", "td_lambda", "mc_tail", "actor_layernorm", "critic_layernorm",
-          "normalize_states", "log_freq", "runs_dir", "compile", "torch_deterministic"}
+SHARED = {
+    "env_id",
+    "seed",
+    "total_timesteps",
+    "pretrain_steps",
+    "pretrain_mode",
+    "batch_size",
+    "gamma",
+    "tau",
+    "learning_rate",
+    "eval_freq",
+    "eval_episodes",
+    "eval_protocol",
+    "track",
+    "wandb_project_name",
+    "wandb_entity",
+    "cuda",
+    "save_model",
+    "resume",
+    "td_lambda",
+    "mc_tail",
+    "actor_layernorm",
+    "critic_layernorm",
+    "normalize_states",
+    "log_freq",
+    "runs_dir",
+    "compile",
+    "torch_deterministic",
+}
 
 
 def args_fields(script):
     tree = ast.parse(open(os.path.join(ROOT, script)).read())
     cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Args")
-    return {item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value))
-            for item in cls.body if isinstance(item, ast.AnnAssign)}
+    return {item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value)) for item in cls.body if isinstance(item, ast.AnnAssign)}
 
 
 def test_at_least_two_scripts():

@@ -4,7 +4,6 @@ import csv
 import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +13,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
-import td3bc_pretrain as T
 from conftest import ROOT, TINY, read_csv, run_dir_of, run_script
 
-
-
-
+import td3bc_pretrain as T
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +78,6 @@ def make_args(**kw):
 
 def test_td_target_bootstraps_through_truncation_not_termination():
     actor = T.Actor(1, 1, (4,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
-    critic = ConstantCritic(k=0.0)
     critic_q = lambda o, a: torch.full((2, o.shape[0]), 10.0)  # noqa: E731
     args = make_args(gamma=0.5)
     rew, term = torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0])  # second: truncated or mid-episode
@@ -113,8 +107,14 @@ def test_mc_max_target_takes_the_larger(monkeypatch):
     critic = T.Critic(1, 1, (4,), False)
     actor = T.Actor(1, 1, (4,), False, np.full(1, -1, np.float32), np.ones(1, np.float32))
     const = lambda o, a: torch.zeros(2, o.shape[0])  # noqa: E731
-    batch = {"obs": torch.zeros(2, 1), "act": torch.zeros(2, 1), "rew": torch.tensor([1.0, 1.0]), "next_obs": torch.zeros(2, 1),
-             "term": torch.zeros(2), "mc_return": torch.tensor([5.0, -5.0])}
+    batch = {
+        "obs": torch.zeros(2, 1),
+        "act": torch.zeros(2, 1),
+        "rew": torch.tensor([1.0, 1.0]),
+        "next_obs": torch.zeros(2, 1),
+        "term": torch.zeros(2),
+        "mc_return": torch.tensor([5.0, -5.0]),
+    }
     captured = {}
     orig = T.F.mse_loss
 
@@ -141,8 +141,24 @@ def test_every_args_field_is_documented_in_help():
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)])
 def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
-    res = run_script(TINY + ["--total-timesteps", "400", "--pretrain-steps", str(pretrain), "--pretrain-mode", mode,
-                             "--eval-freq", "100", "--log-freq", "50", "--save-model", "--runs-dir", str(tmp_path)])
+    res = run_script(
+        TINY
+        + [
+            "--total-timesteps",
+            "400",
+            "--pretrain-steps",
+            str(pretrain),
+            "--pretrain-mode",
+            mode,
+            "--eval-freq",
+            "100",
+            "--log-freq",
+            "50",
+            "--save-model",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir)
@@ -157,8 +173,23 @@ def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
 
 
 def pretrain_only(tmp_path, mode, steps=300, extra=()):
-    res = run_script(TINY + [*extra, "--total-timesteps", str(steps), "--pretrain-steps", str(steps), "--pretrain-mode", mode,
-                             "--eval-freq", str(steps), "--save-model", "--runs-dir", str(tmp_path)])
+    res = run_script(
+        TINY
+        + [
+            *extra,
+            "--total-timesteps",
+            str(steps),
+            "--pretrain-steps",
+            str(steps),
+            "--pretrain-mode",
+            mode,
+            "--eval-freq",
+            str(steps),
+            "--save-model",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
     return torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False)
 
@@ -209,10 +240,26 @@ def test_seeded_runs_repeat_exactly(minari_root, tmp_path):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
-    common = TINY + ["--total-timesteps", "3000", "--pretrain-steps", "1000", "--eval-freq", "100", "--save-model", "--seed", "5"]
+    common = TINY + [
+        "--total-timesteps",
+        "3000",
+        "--pretrain-steps",
+        "1000",
+        "--eval-freq",
+        "100",
+        "--save-model",
+        "--seed",
+        "5",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "td3bc_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "td3bc_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 300
     ckpts = []
     while time.time() < deadline and not ckpts:
@@ -242,7 +289,6 @@ def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
         assert same_weights(final[key], ref_final[key]), key
 
     def loss_rows(d):  # losses.csv without the timing rows: the resumed run's equals the uninterrupted one's
-        import csv
 
         return [r for r in csv.DictReader(open(os.path.join(d, "losses.csv"))) if r["name"].startswith("losses/")]
 
@@ -258,9 +304,23 @@ def test_resume_errors(minari_root, tmp_path):
 
 
 def test_track_wandb_offline(minari_root, tmp_path):
-    res = run_script(TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100", "--track",
-                             "--wandb-project-name", "unit-test", "--runs-dir", str(tmp_path)],
-                     env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    res = run_script(
+        TINY
+        + [
+            "--total-timesteps",
+            "200",
+            "--pretrain-steps",
+            "100",
+            "--eval-freq",
+            "100",
+            "--track",
+            "--wandb-project-name",
+            "unit-test",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
     assert res.returncode == 0, res.stderr
     runs = glob.glob(os.path.join(run_dir_of(res.stdout), "wandb", "offline-run-*", "run-*.wandb"))
     assert runs, "no offline wandb run written"
@@ -286,8 +346,23 @@ def test_dataset_not_found_offline(minari_root):
 
 def test_nan_loss_stops_run_and_names_it(minari_root, tmp_path):
     for pretrain, name in ((0, "losses/critic_td"), (200, "losses/critic_mc")):
-        res = run_script(TINY + ["--total-timesteps", "400", "--pretrain-steps", str(pretrain), "--learning-rate", "1e30",
-                                 "--log-freq", "20", "--eval-freq", "200", "--runs-dir", str(tmp_path)])
+        res = run_script(
+            TINY
+            + [
+                "--total-timesteps",
+                "400",
+                "--pretrain-steps",
+                str(pretrain),
+                "--learning-rate",
+                "1e30",
+                "--log-freq",
+                "20",
+                "--eval-freq",
+                "200",
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
         assert res.returncode == 1
         phase = "pretrain" if pretrain else "finetune"
         assert f"{name} is" in res.stderr and f"(phase {phase};" in res.stderr and "at update 20" in res.stderr
@@ -301,14 +376,67 @@ def test_bad_arguments_are_named(minari_root):
 
 def test_every_option_runs(minari_root, tmp_path):
     """Each non-default value of every flag, across two runs, reaches config.json and the run finishes."""
-    first = ["--env-id", "local/hopper/random-v0", "--seed", "2", "--torch-deterministic", "--no-cuda", "--exp-name", "opts",
-             "--total-timesteps", "300", "--pretrain-steps", "200", "--pretrain-mode", "both", "--batch-size", "32",
-             "--gamma", "0.95", "--tau", "0.01", "--learning-rate", "1e-3", "--hidden-dims", "16", "16", "16",
-             "--no-actor-layernorm", "--no-critic-layernorm", "--no-normalize-states", "--td-lambda", "0.5",
-             "--mc-tail", "none", "--pretrain-cql-weight", "1.0", "--cql-n-actions", "4", "--cql-temperature", "2.0",
-             "--alpha", "3.0", "--policy-noise", "0.1", "--noise-clip", "0.2", "--policy-frequency", "1",
-             "--eval-freq", "150", "--eval-episodes", "1", "--eval-protocol", "paper", "--log-freq", "10",
-             "--mc-max-target", "--no-compile", "--runs-dir", str(tmp_path)]
+    first = [
+        "--env-id",
+        "local/hopper/random-v0",
+        "--seed",
+        "2",
+        "--torch-deterministic",
+        "--no-cuda",
+        "--exp-name",
+        "opts",
+        "--total-timesteps",
+        "300",
+        "--pretrain-steps",
+        "200",
+        "--pretrain-mode",
+        "both",
+        "--batch-size",
+        "32",
+        "--gamma",
+        "0.95",
+        "--tau",
+        "0.01",
+        "--learning-rate",
+        "1e-3",
+        "--hidden-dims",
+        "16",
+        "16",
+        "16",
+        "--no-actor-layernorm",
+        "--no-critic-layernorm",
+        "--no-normalize-states",
+        "--td-lambda",
+        "0.5",
+        "--mc-tail",
+        "none",
+        "--pretrain-cql-weight",
+        "1.0",
+        "--cql-n-actions",
+        "4",
+        "--cql-temperature",
+        "2.0",
+        "--alpha",
+        "3.0",
+        "--policy-noise",
+        "0.1",
+        "--noise-clip",
+        "0.2",
+        "--policy-frequency",
+        "1",
+        "--eval-freq",
+        "150",
+        "--eval-episodes",
+        "1",
+        "--eval-protocol",
+        "paper",
+        "--log-freq",
+        "10",
+        "--mc-max-target",
+        "--no-compile",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     res = run_script(first)
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
@@ -327,9 +455,24 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
     root = str(tmp_path / "minari")
     res = run_script(["build-random", "pen", "--steps", "200"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root})
     assert res.returncode == 0, res.stderr
-    res = run_script(TINY[2:] + ["--env-id", "pen-random", "--eval-protocol", "paper", "--total-timesteps", "100",
-                                 "--pretrain-steps", "50", "--eval-freq", "100", "--runs-dir", str(tmp_path)],
-                     env_extra={"MINARI_DATASETS_PATH": root})
+    res = run_script(
+        TINY[2:]
+        + [
+            "--env-id",
+            "pen-random",
+            "--eval-protocol",
+            "paper",
+            "--total-timesteps",
+            "100",
+            "--pretrain-steps",
+            "50",
+            "--eval-freq",
+            "100",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        env_extra={"MINARI_DATASETS_PATH": root},
+    )
     assert res.returncode == 0, res.stderr
     assert "reference scores (paper): random -162.09, expert 3076.8331" in res.stdout
     (row,) = read_csv(run_dir_of(res.stdout))
@@ -338,8 +481,22 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
 
 
 def test_score_window_and_task_defaults(minari_root, tmp_path):
-    res = run_script(TINY + ["--total-timesteps", "300", "--pretrain-steps", "100", "--eval-freq", "100",
-                             "--score-window", "200", "300", "--runs-dir", str(tmp_path)])
+    res = run_script(
+        TINY
+        + [
+            "--total-timesteps",
+            "300",
+            "--pretrain-steps",
+            "100",
+            "--eval-freq",
+            "100",
+            "--score-window",
+            "200",
+            "300",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
     assert res.returncode == 0, res.stderr
     assert "defaults for task hopper: alpha=10.0, pretrain_cql_weight=0.0" in res.stdout
     run_dir = run_dir_of(res.stdout)
@@ -352,6 +509,11 @@ def test_score_window_and_task_defaults(minari_root, tmp_path):
 
 def test_adroit_defaults_resolved():
     args = T.resolve_defaults(T.Args(env_id="door-human"))
-    assert (args.total_timesteps, args.pretrain_steps, args.score_window, args.alpha) == (300_000, 200_000, (200_000, 300_000), 0.1)
+    assert (args.total_timesteps, args.pretrain_steps, args.score_window, args.alpha) == (
+        300_000,
+        200_000,
+        (200_000, 300_000),
+        0.1,
+    )
     args = T.resolve_defaults(T.Args(env_id="pen-human", total_timesteps=5, alpha=2.0))
     assert (args.total_timesteps, args.pretrain_steps, args.alpha) == (5, 200_000, 2.0)  # what the user sets wins

@@ -8,28 +8,42 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from conftest import TINY, run_script
 
 import utils
-from conftest import TINY, run_script
 
 SCRIPTS = ["td3bc_pretrain", "edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain"]
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 
 
 def run_main(module, tmp_path, **overrides):
-    args = module.Args(env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path / "runs"),
-                       total_timesteps=100, pretrain_steps=50, eval_freq=100, eval_episodes=1, hidden_dims=(8, 8))
+    args = module.Args(
+        env_id="hopper-random",
+        compile=False,
+        cuda=False,
+        runs_dir=str(tmp_path / "runs"),
+        total_timesteps=100,
+        pretrain_steps=50,
+        eval_freq=100,
+        eval_episodes=1,
+        hidden_dims=(8, 8),
+    )
     from dataclasses import replace
 
     return module.main(replace(args, **overrides))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("overrides,message", [
-    ({"learning_rate": -1.0}, "--learning-rate must be > 0 (got -1.0)"),
-    ({"pretrain_steps": 600, "total_timesteps": 500},
-     "--pretrain-steps 600 exceeds --total-timesteps 500, which counts pretraining too: raise --total-timesteps or lower --pretrain-steps"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"learning_rate": -1.0}, "--learning-rate must be > 0 (got -1.0)"),
+        (
+            {"pretrain_steps": 600, "total_timesteps": 500},
+            "--pretrain-steps 600 exceeds --total-timesteps 500, which counts pretraining too: raise --total-timesteps or lower --pretrain-steps",
+        ),
+    ],
+)
 def test_flags_checked_before_the_dataset_loads(script, overrides, message, tmp_path, monkeypatch):
     def no_load(*_):
         raise AssertionError("the dataset was loaded before the flags were checked")
@@ -58,9 +72,11 @@ def test_batch_larger_than_the_dataset(script, minari_root, tmp_path):
 
 def episodes(truncated_end):
     """Two episodes: one terminated, the second terminated or (truncated_end) cut by a time limit."""
-    return {"rewards": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
-            "terminations": np.array([0, 1, 0, 0 if truncated_end else 1], np.float32),
-            "truncations": np.array([0, 0, 0, 1 if truncated_end else 0], np.float32)}
+    return {
+        "rewards": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
+        "terminations": np.array([0, 1, 0, 0 if truncated_end else 1], np.float32),
+        "truncations": np.array([0, 0, 0, 1 if truncated_end else 0], np.float32),
+    }
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -80,8 +96,7 @@ def test_returns_with_gamma_one_and_the_default_tail(script):
     if hasattr(module, "mc_returns"):
         returns = lambda d: module.mc_returns(d["rewards"], d["terminations"], d["truncations"], gamma=1.0)
     else:  # the soft returns with zero entropy are the hard returns
-        returns = lambda d: module.soft_mc_returns(d["rewards"], np.zeros(4), d["terminations"], d["truncations"],
-                                                   gamma=1.0, alpha=0.5)
+        returns = lambda d: module.soft_mc_returns(d["rewards"], np.zeros(4), d["terminations"], d["truncations"], gamma=1.0, alpha=0.5)
     np.testing.assert_allclose(returns(data), [1 + 2, 2, 3 + 4, 4])  # undiscounted sums within each episode
     with pytest.raises(ValueError, match="needs gamma < 1: 1 episode\\(s\\) end truncated"):
         returns(episodes(truncated_end=True))

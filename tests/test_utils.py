@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_script
 
 import utils
-from conftest import ROOT, run_script
 
 
 def make_dataset(dataset_id, episodes, ref=None):
@@ -21,8 +21,17 @@ def make_dataset(dataset_id, episodes, ref=None):
         te = np.zeros(T, bool)
         te[-1] = terminated
         tr = np.zeros(T, bool)
-        buffers.append(EpisodeBuffer(id=i, observations=obs, actions=np.full((T, 3), 0.5, np.float32),
-                                     rewards=np.arange(T, dtype=np.float64), terminations=te, truncations=tr, infos={}))
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=obs,
+                actions=np.full((T, 3), 0.5, np.float32),
+                rewards=np.arange(T, dtype=np.float64),
+                terminations=te,
+                truncations=tr,
+                infos={},
+            )
+        )
     kwargs = {} if ref is None else {"ref_min_score": ref[0], "ref_max_score": ref[1]}
     return minari.create_dataset_from_buffers(dataset_id, buffers, env="Hopper-v5", **kwargs)
 
@@ -134,8 +143,11 @@ def test_evaluate_parallel_seeded_and_normalized(minari_root):
 
 def test_build_random_cli(tmp_path):
     root = str(tmp_path / "root")
-    res = run_script(["build-random", "hopper", "--steps", "300", "--seed", "3"], script="utils.py",
-                     env_extra={"MINARI_DATASETS_PATH": root})
+    res = run_script(
+        ["build-random", "hopper", "--steps", "300", "--seed", "3"],
+        script="utils.py",
+        env_extra={"MINARI_DATASETS_PATH": root},
+    )
     assert res.returncode == 0, res.stderr
     assert f"wrote local/hopper/random-v0 to {os.path.join(root, 'local/hopper/random-v0')}" in res.stdout
     assert "--env-id hopper-random" in res.stdout

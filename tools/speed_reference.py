@@ -113,12 +113,12 @@ def main():
         copt = torch.optim.Adam(critic.parameters(), 3e-4, fused=True)
         params, tparams = list(critic.parameters()), list(target.parameters())
         e_args = E.Args()
+        named_batch = dict(zip(("obs", "act", "rew", "next_obs", "term"), batch), soft_return=batch[2])
 
         def batched(i):
-            loss, _ = E.finetune_critic_loss(critic, actor, target, *batch, batch[2], torch.tensor(0.1), 1.0, e_args)
+            loss, _ = E.finetune_critic_loss(critic, actor, target, named_batch, torch.tensor(0.1), 1.0, e_args)
             E.gradient_step(copt, loss)
-            with torch.no_grad():
-                torch._foreach_lerp_(tparams, params, 0.005)
+            E.soft_update(tparams, params, 0.005)
 
         ours = timed(batched, steps)
         what = f"EDAC critic update (TD + diversity + Polyak), N={args.num_critics}, hidden 256x3"
@@ -127,7 +127,10 @@ def main():
         hidden = (256, 256)
         actor, c1, c2 = mlp(od, ad, hidden), mlp(od + ad, 1, hidden), mlp(od + ad, 1, hidden)
         actor_t, c1t, c2t = copy.deepcopy(actor), copy.deepcopy(c1), copy.deepcopy(c2)
-        aopt, copt = torch.optim.Adam(actor.parameters(), 3e-4), torch.optim.Adam(list(c1.parameters()) + list(c2.parameters()), 3e-4)
+        aopt, copt = (
+            torch.optim.Adam(actor.parameters(), 3e-4),
+            torch.optim.Adam(list(c1.parameters()) + list(c2.parameters()), 3e-4),
+        )
         ref = timed(lambda i: straightforward_td3bc_step(i, actor, actor_t, c1, c2, c1t, c2t, aopt, copt, batch), steps)
         ours = float("nan")
         what = "TD3+BC update, hidden 256x2 (time the script itself for its own number)"

@@ -39,13 +39,20 @@ def load_runs(root, window=None):
             rows = list(csv.DictReader(f))
         if not rows:
             continue
-        runs.append({
-            "dataset": config["env_id"], "algorithm": config["exp_name"], "pretrained": config["pretrain_steps"] > 0,
-            "pretrain_steps": config["pretrain_steps"],
-            "seed": config["seed"], "window": window or config.get("score_window"), "run_dir": run_dir,
-            "update": np.array([int(r["update"]) for r in rows]), "wall_s": np.array([float(r["wall_s"]) for r in rows]),
-            "score": np.array([float(r["normalized_mean"]) for r in rows]),
-        })
+        runs.append(
+            {
+                "dataset": config["env_id"],
+                "algorithm": config["exp_name"],
+                "pretrained": config["pretrain_steps"] > 0,
+                "pretrain_steps": config["pretrain_steps"],
+                "seed": config["seed"],
+                "window": window or config.get("score_window"),
+                "run_dir": run_dir,
+                "update": np.array([int(r["update"]) for r in rows]),
+                "wall_s": np.array([float(r["wall_s"]) for r in rows]),
+                "score": np.array([float(r["normalized_mean"]) for r in rows]),
+            }
+        )
     return runs
 
 
@@ -104,12 +111,19 @@ def efficiency(groups, dips=0):
         sup, swp = first_sustained(u_p, m_p, w_p, threshold, dips)
         sus, sws = first_sustained(u_s, m_s, w_s, threshold, dips)
         out[(dataset, algorithm)] = {
-            "threshold": threshold, "pretrained_updates": up, "scratch_updates": us,
-            "pretrained_wall_s": wp, "scratch_wall_s": ws,
-            "update_ratio": ratio(up, us), "wall_ratio": ratio(wp, ws),
-            "pretrained_sustained_updates": sup, "scratch_sustained_updates": sus,
-            "pretrained_sustained_wall_s": swp, "scratch_sustained_wall_s": sws,
-            "sustained_update_ratio": ratio(sup, sus), "sustained_wall_ratio": ratio(swp, sws),
+            "threshold": threshold,
+            "pretrained_updates": up,
+            "scratch_updates": us,
+            "pretrained_wall_s": wp,
+            "scratch_wall_s": ws,
+            "update_ratio": ratio(up, us),
+            "wall_ratio": ratio(wp, ws),
+            "pretrained_sustained_updates": sup,
+            "scratch_sustained_updates": sus,
+            "pretrained_sustained_wall_s": swp,
+            "scratch_sustained_wall_s": sws,
+            "sustained_update_ratio": ratio(sup, sus),
+            "sustained_wall_ratio": ratio(swp, sws),
         }
     return out
 
@@ -119,28 +133,40 @@ def fmt(mean, std):
 
 
 def markdown(groups, ratios, dips=0):
-    lines = ["| dataset | algorithm | pretraining | seeds | final score | window score |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| dataset | algorithm | pretraining | seeds | final score | window score |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
         finals = [r["score"][-1] for r in runs]
         windows = [window_score(r) for r in runs]
-        lines.append(f"| {dataset} | {algorithm} | {'yes' if pretrained else 'no'} | {len(runs)} | "
-                     f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |")
+        lines.append(
+            f"| {dataset} | {algorithm} | {'yes' if pretrained else 'no'} | {len(runs)} | "
+            f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |"
+        )
     if ratios:
-        lines += ["", "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) "
-                  f"| stays above{f' (<= {dips} dips)' if dips else ''} from, updates (ratio) "
-                  f"| stays above{f' (<= {dips} dips)' if dips else ''} from, wall-clock s (ratio) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) "
+            f"| stays above{f' (<= {dips} dips)' if dips else ''} from, updates (ratio) "
+            f"| stays above{f' (<= {dips} dips)' if dips else ''} from, wall-clock s (ratio) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for (dataset, algorithm), e in sorted(ratios.items()):
+
             def pair(a, b, r, unit=""):
                 if a is None or b is None:
                     a, b = (f"{x:.0f}{unit}" if x is not None else "not reached" for x in (a, b))
                     return f"{a} / {b}"
                 return f"{a:.0f}{unit} / {b:.0f}{unit} ({r:.2f})"
-            lines.append(f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
-                         f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
-                         f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} | "
-                         f"{pair(e['pretrained_sustained_updates'], e['scratch_sustained_updates'], e['sustained_update_ratio'])} | "
-                         f"{pair(e['pretrained_sustained_wall_s'], e['scratch_sustained_wall_s'], e['sustained_wall_ratio'], 's')} |")
+
+            lines.append(
+                f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
+                f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
+                f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} | "
+                f"{pair(e['pretrained_sustained_updates'], e['scratch_sustained_updates'], e['sustained_update_ratio'])} | "
+                f"{pair(e['pretrained_sustained_wall_s'], e['scratch_sustained_wall_s'], e['sustained_wall_ratio'], 's')} |"
+            )
     return "\n".join(lines)
 
 
@@ -164,8 +190,7 @@ def plot(groups, out_dir):
                 ax.plot(x, mean, color=color, label=label)
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
             if pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
-                axes[0].axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1,
-                                label="end of pretraining")
+                axes[0].axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1, label="end of pretraining")
         axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axes[0].set_xlabel("updates (pretraining included)")
         axes[1].set_xlabel("wall-clock seconds")
@@ -187,11 +212,22 @@ def main(argv=None):
     parser.add_argument("root", help="folder holding the run directories (searched recursively)")
     parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--window", type=int, nargs=2, metavar=("START", "END"), default=None,
-                        help="window score over evaluations with START <= update <= END for every run "
-                             "(default: each run's own --score-window, n/a where it has none)")
-    parser.add_argument("--allow-dips", type=int, default=0, metavar="K",
-                        help="sustained efficiency: evaluations that may fall below the threshold after the plateau starts")
+    parser.add_argument(
+        "--window",
+        type=int,
+        nargs=2,
+        metavar=("START", "END"),
+        default=None,
+        help="window score over evaluations with START <= update <= END for every run "
+        "(default: each run's own --score-window, n/a where it has none)",
+    )
+    parser.add_argument(
+        "--allow-dips",
+        type=int,
+        default=0,
+        metavar="K",
+        help="sustained efficiency: evaluations that may fall below the threshold after the plateau starts",
+    )
     args = parser.parse_args(argv)
     if args.allow_dips < 0:
         parser.error(f"--allow-dips must be >= 0 (got {args.allow_dips})")
