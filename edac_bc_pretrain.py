@@ -103,6 +103,8 @@ class Args:
     """where run directories are created"""
     compile: bool = True
     """torch.compile the actor losses (the critic losses differentiate twice and stay eager)"""
+    bf16: bool = False
+    """bfloat16 autocast for the hidden layers (CPU and GPU); output layers, losses, weights and Adam stay fp32"""
 
 
 # ALGO LOGIC: per-task defaults (An et al. 2021 / CORL for MuJoCo; paper Table 3 for Adroit)
@@ -150,6 +152,12 @@ def resolve_defaults(args: Args) -> Args:
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def hidden_precision(x, bf16: bool):
+    """--bf16: the hidden layers' matmuls in bfloat16 (autocast); callers run the output layer in fp32 on
+    `.float()` inputs, so that Q-values, actions and log-probabilities keep fp32 resolution."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequential:
     layers = []
     for h in hidden_dims:
@@ -161,8 +169,9 @@ def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequentia
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy in the action box; log-std clipped to [-5, 2]."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high):
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high, bf16=False):
         super().__init__()
+        self.bf16 = bf16
         self.net = mlp(obs_dim, hidden_dims, 2 * act_dim, layernorm)
         nn.init.uniform_(self.net[-1].weight, -1e-3, 1e-3)  # CORL's EDAC head init
         nn.init.uniform_(self.net[-1].bias, -1e-3, 1e-3)
@@ -170,7 +179,9 @@ class Actor(nn.Module):
         self.register_buffer("action_bias", torch.as_tensor((action_high + action_low) / 2, dtype=torch.float32))
 
     def dist(self, obs):
-        mu, log_std = self.net(obs).chunk(2, -1)
+        with hidden_precision(obs, self.bf16):
+            hidden = self.net[:-1](obs)
+        mu, log_std = self.net[-1](hidden.float()).chunk(2, -1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
 
     def squashed_log_prob(self, u, mu, std):
@@ -226,8 +237,9 @@ class VectorizedLayerNorm(nn.Module):
 class Critic(nn.Module):
     """`num_critics` Q-functions as one batched module: Q(s, a) -> [num_critics, *batch]."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2):
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2, bf16=False):
         super().__init__()
+        self.bf16 = bf16
         dims = [obs_dim + act_dim, *hidden_dims, 1]
         self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics) for h in hidden_dims) if layernorm else None
@@ -248,12 +260,13 @@ class Critic(nn.Module):
     def members(self, x):
         """Member i applied to x[i]: [n, B, obs + act] -> [n, B]."""
         n = x.shape[0]
-        for i, linear in enumerate(self.linears[:-1]):
-            x = linear(x, n)
-            if self.norms is not None:
-                x = self.norms[i](x, n)
-            x = F.relu(x)
-        return self.linears[-1](x, n).squeeze(-1)
+        with hidden_precision(x, self.bf16):
+            for i, linear in enumerate(self.linears[:-1]):
+                x = linear(x, n)
+                if self.norms is not None:
+                    x = self.norms[i](x, n)
+                x = F.relu(x)
+        return self.linears[-1](x.float(), n).squeeze(-1)
 
 
 # ALGO LOGIC: returns
@@ -604,8 +617,8 @@ def main(args: Args):
     )
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16).to(device)
+    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics, bf16=args.bf16).to(device)
     critic_target = copy.deepcopy(critic)
     log_alpha = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True)
     target_entropy = -float(act_dim)
