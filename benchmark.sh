@@ -11,8 +11,8 @@
 #          adroit Table 2's grid (4 scripts x pen/door/hammer/relocate human+cloned, paper protocol,
 #                 300k updates, 200k pretraining, evaluation every 10k)
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
-#          speed  updates/s of every script's pretraining and finetuning, and the straightforward
-#                 reference loops (tools/speed_reference.py)
+#          speed  updates/s of every script's pretraining and finetuning, fp32 and --bf16, against
+#                 CORL-structured reference loops (tools/speed_reference.py), and the ratios
 # Before a local grid starts it prints the grid, the run count and an estimate of its duration
 # from a short speed probe of each script on each dataset (BENCH_PROBE=0 skips the probe; a dry
 # run skips it unless BENCH_PROBE=1).
@@ -155,17 +155,38 @@ if [ "$profile" = speed ]; then
     "edac_pretrain finetune-N50 --pretrain-steps 0 --total-timesteps 30 --num-critics 50"
     "edac_pretrain critic-pretrain-N10 --pretrain-steps 60 --pretrain-mode critic --total-timesteps 60 --num-critics 10"
   )
+  declare -A speed
+  echo "| script | phase | fp32 updates/s | --bf16 updates/s |"
+  echo "| --- | --- | --- | --- |"
   for spec in "${speed_runs[@]}"; do
     read -r script label flags <<<"$spec"
     total=$(sed -E 's/.*--total-timesteps ([0-9]+).*/\1/' <<<"$flags")
-    cmd="python $script.py --env-id $dataset $flags --eval-freq $total --log-freq $((total / 3)) --eval-episodes 1 --runs-dir $out/runs"
-    if [ "$dry_run" = 1 ]; then echo "would run: $cmd"; continue; fi
-    ups=$($cmd 2>&1 | grep -E "^\[(pretrain|finetune)\] update $total/" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/')
-    printf '| %s | %s | %s updates/s |\n' "$script" "$label" "${ups:-failed}"
+    row="| $script | $label |"
+    for precision in fp32 bf16; do
+      cmd="python $script.py --env-id $dataset $flags --eval-freq $total --log-freq $((total / 3)) --eval-episodes 1 --runs-dir $out/runs"
+      [ "$precision" = bf16 ] && cmd="$cmd --bf16"
+      if [ "$dry_run" = 1 ]; then echo "would run: $cmd"; continue; fi
+      ups=$($cmd 2>&1 | grep -E "^\[(pretrain|finetune)\] update $total/" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/' || true)
+      speed["$script $label $precision"]="${ups:-nan}"
+      row="$row ${ups:-failed} |"
+    done
+    [ "$dry_run" = 1 ] || echo "$row"
   done
-  for spec in "td3bc" "edac --num-critics 10" "edac --num-critics 50 --steps 5"; do
-    cmd="python tools/speed_reference.py --algo $spec"
-    if [ "$dry_run" = 1 ]; then echo "would run: $cmd"; else $cmd; fi
+  refs=("td3bc-ln --algo td3bc --layernorm" "td3bc --algo td3bc" "edac-N10 --algo edac --num-critics 10" "edac-N50 --algo edac --num-critics 50 --steps 5")
+  for spec in "${refs[@]}"; do
+    read -r label flags <<<"$spec"
+    cmd="python tools/speed_reference.py $flags"
+    if [ "$dry_run" = 1 ]; then echo "would run: $cmd"; continue; fi
+    line=$($cmd)
+    echo "$line"
+    speed["ref $label"]=$(sed -E 's/.*: ([0-9.]+) updates\/s/\1/' <<<"$line")
+  done
+  [ "$dry_run" = 1 ] && exit 0
+  ratio() { python -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / b:.2f}x' if b > 0 and a == a else 'n/a')" "$1" "$2"; }
+  echo "ratios, same run (ours / CORL-structured):"
+  echo "  TD3+BC finetuning, both with LayerNorm: fp32 $(ratio "${speed[td3bc_pretrain finetune fp32]}" "${speed[ref td3bc-ln]}"), bf16 $(ratio "${speed[td3bc_pretrain finetune bf16]}" "${speed[ref td3bc-ln]}") (goal 1.8x)"
+  for n in 10 50; do
+    echo "  EDAC N=$n finetuning, ours with LayerNorm, CORL's without: fp32 $(ratio "${speed[edac_pretrain finetune-N$n fp32]}" "${speed[ref edac-N$n]}") (goal 1.3x), bf16 $(ratio "${speed[edac_pretrain finetune-N$n bf16]}" "${speed[ref edac-N$n]}") (goal 2.0x)"
   done
   exit 0
 fi

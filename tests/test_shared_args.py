@@ -39,6 +39,7 @@ SHARED = {
     "runs_dir",
     "compile",
     "torch_deterministic",
+    "bf16",
 }
 
 

@@ -434,6 +434,7 @@ def test_every_option_runs(minari_root, tmp_path):
         "10",
         "--mc-max-target",
         "--no-compile",
+        "--bf16",
         "--runs-dir",
         str(tmp_path),
     ]
@@ -443,6 +444,7 @@ def test_every_option_runs(minari_root, tmp_path):
     assert os.path.basename(run_dir).startswith("local-hopper-random-v0__opts__2__")
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["hidden_dims"] == [16, 16, 16] and cfg["mc_tail"] == "none" and cfg["td_lambda"] == 0.5
+    assert cfg["bf16"] is True
     assert cfg["pretrain_cql_weight"] == 1.0 and cfg["alpha"] == 3.0 and cfg["mc_max_target"] is True
     assert "TD3+BC alpha 3.0" in res.stdout
     assert [int(r["update"]) for r in read_csv(run_dir)] == [150, 300]
