@@ -381,6 +381,8 @@ def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
         "losses/critic_td": td_loss,
         "losses/critic_diversity": diversity,
         "losses/q_mean": q.mean().detach(),
+        "diagnostics/q_data_min": q.detach().min(0).values.mean(),  # pessimism on the data's actions...
+        "diagnostics/q_data_std": q.detach().std(0, correction=0).mean(),
     }
 
 
@@ -393,15 +395,25 @@ def combine_losses(primary, auxiliary, weight):
 def finetune_actor_loss(actor, critic, obs, act, alpha, bc_weight):
     """SAC actor: alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi, plus hard BC (a~ - a)^2, combined by eq. 21."""
     pi, log_prob = actor(obs)
-    q_pi = critic(obs, pi).min(0).values
+    q_all = critic(obs, pi)
+    q_pi = q_all.min(0).values
     sac_loss = (alpha * log_prob - q_pi).mean()
     bc_loss = F.mse_loss(pi, act)
     loss = combine_losses(sac_loss, bc_loss, bc_weight)
-    return (
-        loss,
-        log_prob.detach(),
-        {"losses/actor": sac_loss, "losses/actor_bc": bc_loss, "losses/entropy": -log_prob.mean().detach()},
-    )
+    info = {"losses/actor": sac_loss, "losses/actor_bc": bc_loss, "losses/entropy": -log_prob.mean().detach()}
+    return loss, log_prob.detach(), {**info, **actor_diagnostics(actor, obs, act, q_all)}
+
+
+@torch.no_grad()
+def actor_diagnostics(actor, obs, act, q_all):
+    """...and off them: the ensemble on the actor's actions, and how far the actor's deterministic action is
+    from the data's (logged every --log-freq; they show whether the critic is pessimistic where the actor goes)."""
+    deterministic, _ = actor(obs, deterministic=True)
+    return {
+        "diagnostics/q_pi_min": q_all.min(0).values.mean(),
+        "diagnostics/q_pi_std": q_all.std(0, correction=0).mean(),
+        "diagnostics/action_distance": (deterministic - act).square().sum(-1).mean(),
+    }
 
 
 def soft_bc_loss(actor, obs, act, alpha):

@@ -1,6 +1,8 @@
 """edac_pretrain.py: soft returns, tanh-Gaussian actor, ensemble diversity, end to end."""
 
+import csv
 import glob
+import importlib
 import json
 import os
 import signal
@@ -367,3 +369,27 @@ def test_edac_task_defaults_resolved():
     assert (args.num_critics, args.eta, args.total_timesteps, args.pretrain_steps) == (20, 1000.0, 300_000, 200_000)
     args = E.resolve_defaults(E.Args(env_id="hopper-medium", eta=3.0))
     assert (args.num_critics, args.eta, args.total_timesteps, args.score_window) == (50, 3.0, 1_000_000, None)
+
+
+@pytest.mark.parametrize("module", [E, importlib.import_module("edac_bc_pretrain")])
+def test_diagnostics_on_known_values(module):
+    torch.manual_seed(0)
+    actor = module.Actor(3, 2, (8,), False, -np.ones(2, np.float32), np.ones(2, np.float32))
+    obs, act = torch.randn(2, 3), torch.zeros(2, 2)
+    q_all = torch.tensor([[1.0, 2.0], [3.0, 6.0]])  # [N=2 members, B=2]
+    d = module.actor_diagnostics(actor, obs, act, q_all)
+    assert d["diagnostics/q_pi_min"].item() == pytest.approx(1.5)  # mean of the member minima 1 and 2
+    assert d["diagnostics/q_pi_std"].item() == pytest.approx(1.5)  # mean of the population stds 1 and 2
+    deterministic, _ = actor(obs, deterministic=True)
+    assert d["diagnostics/action_distance"].item() == pytest.approx(deterministic.square().sum(-1).mean().item())
+
+
+def test_diagnostics_reach_losses_csv(minari_root, tmp_path):
+    res = run_edac(TINY_EDAC + ["--total-timesteps", "40", "--pretrain-steps", "0", "--eval-freq", "40", "--log-freq", "20",
+                                "--num-critics", "1", "--runs-dir", str(tmp_path)])  # fmt: skip
+    assert res.returncode == 0, res.stderr  # N=1: the ensemble std is 0, not NaN
+    rows = list(csv.DictReader(open(os.path.join(run_dir_of(res.stdout), "losses.csv"))))
+    names = {r["name"] for r in rows if r["update"] == "40"}
+    assert {"diagnostics/q_data_min", "diagnostics/q_data_std", "diagnostics/q_pi_min", "diagnostics/q_pi_std",
+            "diagnostics/action_distance", "charts/alpha", "losses/entropy", "losses/critic_diversity"} <= names  # fmt: skip
+    assert all(float(r["value"]) == 0.0 for r in rows if r["name"].endswith("_std"))
