@@ -64,3 +64,16 @@ def test_common_fields_agree():
         fa, fb = args_fields(a), args_fields(b)
         for name in (set(fa) & set(fb)) - INTENDED:
             assert fa[name] == fb[name], f"{name}: {a} {fa[name]} vs {b} {fb[name]}"
+
+
+def test_td_lambda_task_defaults_per_script():
+    """Section 6.2: lambda 0.1 on halfcheetah for TD3+BC and EDAC, on walker2d for EDAC only, else 0; a set value wins."""
+    import importlib
+
+    expected = {"halfcheetah-medium": (0.1, 0.1), "walker2d-medium": (0.0, 0.1), "hopper-medium": (0.0, 0.0), "pen-human": (0.0, 0.0)}
+    for script in SCRIPTS:
+        module = importlib.import_module(script[:-3])
+        for env_id, (td3bc, edac) in expected.items():
+            got = module.resolve_defaults(module.Args(env_id=env_id)).td_lambda
+            assert got == (edac if script.startswith("edac") else td3bc), (script, env_id, got)
+        assert module.resolve_defaults(module.Args(env_id="halfcheetah-medium", td_lambda=0.0)).td_lambda == 0.0
