@@ -74,6 +74,9 @@ class Args:
     """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
     actor_pretrain_fraction: float = 0.5
     """share of --pretrain-steps spent on soft BC (phase 1); the rest pretrains the critics (phase 2)"""
+    critic_warmup_steps: int = 0
+    """after pretraining, first this many EDAC updates of the critics alone (actor and alpha wait), so that the
+    ensemble can turn pessimistic off the data before the actor moves; 0 = the paper's EDAC (not in the paper)"""
     entropy_samples: int = 10
     """actions sampled per state to estimate the BC actor's entropy in the soft returns"""
     num_critics: Optional[int] = None
@@ -492,6 +495,8 @@ def check_args(args: Args):
         problems.append(f"--eta must be >= 0 (got {args.eta})")
     if args.bc_weight < 0:
         problems.append(f"--bc-weight must be >= 0 (got {args.bc_weight})")
+    if args.critic_warmup_steps < 0:
+        problems.append(f"--critic-warmup-steps must be >= 0 (got {args.critic_warmup_steps})")
     if args.initial_alpha <= 0:
         problems.append(f"--initial-alpha must be > 0 (got {args.initial_alpha})")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
@@ -614,10 +619,7 @@ def main(args: Args):
     torch.backends.cudnn.deterministic = args.torch_deterministic
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     utils.print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
-    print(
-        f"EDAC num_critics {args.num_critics}, eta {args.eta}, BC weight {args.bc_weight}, "
-        f"{args.pretrain_steps} pretraining of {args.total_timesteps} updates"
-    )
+    print(f"EDAC num_critics {args.num_critics}, eta {args.eta}, BC weight {args.bc_weight}, {args.pretrain_steps} pretraining")
 
     # ALGO LOGIC: the soft returns-to-go column is filled after soft BC (Algorithm 2, between the two pretraining phases)
     obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
@@ -691,14 +693,15 @@ def main(args: Args):
             soft_update(target_params, online_params, args.tau)
         else:  # EDAC
             alpha = log_alpha.exp().detach()
-            critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-            loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight)
-            critic.requires_grad_(True)
-            losses.update(info)
-            gradient_step(actor_optimizer, loss)
-            loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
-            losses.update(info)
-            gradient_step(alpha_optimizer, loss)
+            if global_step >= args.pretrain_steps + args.critic_warmup_steps:  # --critic-warmup-steps: critics first
+                critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
+                loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight)
+                critic.requires_grad_(True)
+                losses.update(info)
+                gradient_step(actor_optimizer, loss)
+                loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
+                losses.update(info)
+                gradient_step(alpha_optimizer, loss)
             loss, info = critic_finetune_fn(critic, actor, critic_target, batch, alpha, args.eta, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)

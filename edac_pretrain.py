@@ -75,6 +75,9 @@ class Args:
     """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
     actor_pretrain_fraction: float = 0.5
     """share of --pretrain-steps spent on soft BC (phase 1); the rest pretrains the critics (phase 2)"""
+    critic_warmup_steps: int = 0
+    """after pretraining, first this many EDAC updates of the critics alone (actor and alpha wait), so that the
+    ensemble can turn pessimistic off the data before the actor moves; 0 = the paper's EDAC (not in the paper)"""
     entropy_samples: int = 10
     """actions sampled per state to estimate the BC actor's entropy in the soft returns"""
     num_critics: Optional[int] = None
@@ -481,6 +484,8 @@ def check_args(args: Args):
         problems.append(f"--num-critics must be at least 1 (got {args.num_critics})")
     if args.eta is not None and args.eta < 0:
         problems.append(f"--eta must be >= 0 (got {args.eta})")
+    if args.critic_warmup_steps < 0:
+        problems.append(f"--critic-warmup-steps must be >= 0 (got {args.critic_warmup_steps})")
     if args.initial_alpha <= 0:
         problems.append(f"--initial-alpha must be > 0 (got {args.initial_alpha})")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
@@ -677,14 +682,15 @@ def main(args: Args):
             soft_update(target_params, online_params, args.tau)
         else:  # EDAC
             alpha = log_alpha.exp().detach()
-            critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-            loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha)
-            critic.requires_grad_(True)
-            losses.update(info)
-            gradient_step(actor_optimizer, loss)
-            loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
-            losses.update(info)
-            gradient_step(alpha_optimizer, loss)
+            if global_step >= args.pretrain_steps + args.critic_warmup_steps:  # --critic-warmup-steps: critics first
+                critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
+                loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha)
+                critic.requires_grad_(True)
+                losses.update(info)
+                gradient_step(actor_optimizer, loss)
+                loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
+                losses.update(info)
+                gradient_step(alpha_optimizer, loss)
             loss, info = critic_finetune_fn(critic, actor, critic_target, batch, alpha, args.eta, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)

@@ -393,3 +393,18 @@ def test_diagnostics_reach_losses_csv(minari_root, tmp_path):
     assert {"diagnostics/q_data_min", "diagnostics/q_data_std", "diagnostics/q_pi_min", "diagnostics/q_pi_std",
             "diagnostics/action_distance", "charts/alpha", "losses/entropy", "losses/critic_diversity"} <= names  # fmt: skip
     assert all(float(r["value"]) == 0.0 for r in rows if r["name"].endswith("_std"))
+
+
+def test_critic_warmup_holds_actor_and_alpha(minari_root, tmp_path):
+    """--critic-warmup-steps K: the first K EDAC updates after pretraining change the critics only."""
+    ckpts = []
+    for total in (100, 130):  # end of pretraining; 30 EDAC updates later, all inside the warm-up
+        res = run_edac(TINY_EDAC + ["--total-timesteps", str(total), "--pretrain-steps", "100", "--eval-freq", str(total),
+                                    "--critic-warmup-steps", "50", "--save-model", "--runs-dir", str(tmp_path / str(total))])  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        ckpts.append(torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False))
+    assert all(torch.equal(ckpts[0]["actor"][k], ckpts[1]["actor"][k]) for k in ckpts[0]["actor"])
+    assert torch.equal(ckpts[0]["log_alpha"], ckpts[1]["log_alpha"])
+    assert not all(torch.equal(ckpts[0]["critic"][k], ckpts[1]["critic"][k]) for k in ckpts[0]["critic"])
+    res = run_edac(TINY_EDAC + ["--critic-warmup-steps", "-1"])
+    assert res.returncode == 1 and "--critic-warmup-steps must be >= 0 (got -1)" in res.stderr
