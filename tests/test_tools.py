@@ -36,3 +36,19 @@ def test_reference_edac_update_trains_the_critics():
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
     # sum_{i != j} cos = |sum of unit gradients|^2 - N, so the term lies in [-N / (N - 1), N]
     assert -1.5 <= agent.diversity(*buffer.sample(8)[:2]).item() <= 3
+
+
+def test_plot_losses_of_a_run(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "losses.csv").write_text("update,phase,name,value\n10,pretrain,losses/a,1.0\n20,finetune,losses/a,0.5\n")
+    (run / "eval.csv").write_text("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
+                                  "20,finetune,1,1,1,5,0,50,0\n")  # fmt: skip
+    (run / "config.json").write_text(json.dumps({"pretrain_steps": 10}))
+    res = run_script([str(run), "--names", "losses/a", "--out", str(tmp_path / "p.png")], script="tools/plot_losses.py")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    res = run_script([str(run), "--names", "losses/b"], script="tools/plot_losses.py")
+    assert res.returncode == 2 and "no run logged 'losses/b'; logged: eval/normalized_score, losses/a" in res.stderr
