@@ -52,3 +52,13 @@ def test_plot_losses_of_a_run(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
     res = run_script([str(run), "--names", "losses/b"], script="tools/plot_losses.py")
     assert res.returncode == 2 and "no run logged 'losses/b'; logged: eval/normalized_score, losses/a" in res.stderr
+
+
+def test_profile_update_runs_each_td3bc_phase():
+    for phase in ("pretrain", "finetune"):
+        res = run_script(["--script", "td3bc_pretrain", "--phase", phase, "--no-compile", "--steps", "2", "--top", "3"],
+                         script="tools/profile_update.py")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert f"td3bc_pretrain {phase}, fp32, eager:" in res.stdout and "Self CPU" in res.stdout
+    res = run_script(["--script", "td3bc_pretrain", "--phase", "critic-pretrain"], script="tools/profile_update.py")
+    assert res.returncode == 2 and "--phase for td3bc_pretrain: one of pretrain, finetune" in res.stderr

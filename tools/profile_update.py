@@ -39,7 +39,7 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
              "rew": torch.randn(batch_size), "next_obs": torch.randn(batch_size, obs_dim), "term": torch.zeros(batch_size),
              "mc_return": torch.randn(batch_size), "soft_return": torch.randn(batch_size)}  # fmt: skip
     compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    script_args = module.Args(num_critics=n, eta=1.0) if edac else module.Args(alpha=2.5, pretrain_cql_weight=0.0)
+    script_args = module.Args(num_critics=n, eta=1.0, td_lambda=0.0) if edac else module.Args(alpha=2.5, pretrain_cql_weight=0.0, td_lambda=0.0)
     params, target_params = list(critic.parameters()), list(critic_target.parameters())
     if not edac:
         params, target_params = params + list(actor.parameters()), target_params + list(actor_target.parameters())
