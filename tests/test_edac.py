@@ -14,28 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, read_csv, run_dir_of, run_script
+from conftest import ROOT, TINY, read_csv, run_dir_of, run_script
 
 import edac_pretrain as E
 import td3bc_pretrain as T
 
-TINY_EDAC = [
-    "--env-id",
-    "hopper-random",
-    "--batch-size",
-    "64",
-    "--hidden-dims",
-    "32",
-    "32",
-    "--eval-episodes",
-    "2",
-    "--num-critics",
-    "3",
-    "--entropy-samples",
-    "2",
-    "--no-compile",
-    "--no-cuda",
-]
+TINY_EDAC = [*TINY, "--num-critics", "3", "--entropy-samples", "2"]  # the tiny setup plus a small ensemble
 
 
 def run_edac(args, **kw):
