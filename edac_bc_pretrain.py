@@ -60,12 +60,16 @@ class Args:
     """Polyak rate of the target networks (target <- target + tau (online - target))"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critic"""
-    hidden_dims: Tuple[int, ...] = (256, 256, 256)  # differs from td3bc_pretrain.py on purpose: EDAC's 256 x 3
-    """hidden layer widths of actor and critic"""
+    actor_hidden_dims: Tuple[int, ...] = (256, 256, 256)  # differs from td3bc_pretrain.py on purpose: EDAC's 256 x 3
+    """hidden layer widths of the actor"""
+    critic_hidden_dims: Tuple[int, ...] = (256, 256, 256)
+    """hidden layer widths of every critic"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden Linear of the actor (Appendix B)"""
     critic_layernorm: bool = True
     """LayerNorm after every hidden Linear of the critic (Appendix B)"""
+    layernorm_affine: bool = True
+    """learnable LayerNorm scale and shift (off: plain normalization, as the paper's code)"""
     normalize_states: bool = True
     """normalize observations with the dataset mean/std (also at evaluation)"""
     td_lambda: Optional[float] = None
@@ -74,6 +78,18 @@ class Args:
     """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
     actor_pretrain_fraction: float = 0.5
     """share of --pretrain-steps spent on soft BC (phase 1); the rest pretrains the critics (phase 2)"""
+    pretrain_mse: Literal["sum", "mean"] = "sum"
+    """how critic pretraining adds up the N members' MSE: sum (as EDAC's own critic loss) or mean (the paper's
+    code, which makes the diversity term weigh N times more)"""
+    anchor_weight: float = 0.0
+    """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
+    eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off)"""
+    anchor_steps: int = 5000
+    """actor updates after the switch over which --anchor-weight decays to 0"""
+    alpha_first: bool = False
+    """update order alpha -> actor -> critic (the paper's code) instead of actor -> alpha -> critic"""
+    log_alpha_clip: Optional[float] = None
+    """clip log(alpha) to [-C, C] after every temperature step (the paper's code: 10; default: no clip)"""
     critic_warmup_steps: int = 0
     """after pretraining, first this many EDAC updates of the critics alone (actor and alpha wait), so that the
     ensemble can turn pessimistic off the data before the actor moves; 0 = the paper's EDAC (not in the paper)"""
@@ -166,10 +182,10 @@ def hidden_precision(x, bf16: bool):
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequential:
+def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool, affine: bool = True) -> nn.Sequential:
     layers = []
     for h in hidden_dims:
-        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h)] if layernorm else []) + [nn.ReLU()]
+        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h, elementwise_affine=affine)] if layernorm else []) + [nn.ReLU()]
         in_dim = h
     return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
 
@@ -177,10 +193,10 @@ def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequentia
 class Actor(nn.Module):
     """Tanh-squashed Gaussian policy in the action box; log-std clipped to [-5, 2]."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high, bf16=False):
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high, bf16=False, affine=True):
         super().__init__()
         self.bf16 = bf16
-        self.net = mlp(obs_dim, hidden_dims, 2 * act_dim, layernorm)
+        self.net = mlp(obs_dim, hidden_dims, 2 * act_dim, layernorm, affine)
         nn.init.uniform_(self.net[-1].weight, -1e-3, 1e-3)  # CORL's EDAC head init
         nn.init.uniform_(self.net[-1].bias, -1e-3, 1e-3)
         self.register_buffer("action_scale", torch.as_tensor((action_high - action_low) / 2, dtype=torch.float32))
@@ -227,12 +243,16 @@ class VectorizedLinear(nn.Module):
 
 
 class VectorizedLayerNorm(nn.Module):
-    """LayerNorm over the last dim with a separate affine per member."""
+    """LayerNorm over the last dim with a separate affine per member (affine=False: fixed scale 1, shift 0)."""
 
-    def __init__(self, dim, num_members):
+    def __init__(self, dim, num_members, affine=True):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
+        weight, bias = torch.ones(num_members, 1, dim), torch.zeros(num_members, 1, dim)
+        if affine:
+            self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+        else:
+            self.register_buffer("weight", weight)
+            self.register_buffer("bias", bias)
 
     def forward(self, x, n):
         # Written out rather than F.layer_norm: the diversity term differentiates twice, and the
@@ -245,12 +265,12 @@ class VectorizedLayerNorm(nn.Module):
 class Critic(nn.Module):
     """`num_critics` Q-functions as one batched module: Q(s, a) -> [num_critics, *batch]."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2, bf16=False):
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2, bf16=False, affine=True):
         super().__init__()
         self.bf16 = bf16
         dims = [obs_dim + act_dim, *hidden_dims, 1]
         self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics) for h in hidden_dims) if layernorm else None
+        self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics, affine) for h in hidden_dims) if layernorm else None
         self.num_critics = num_critics
         with torch.no_grad():  # CORL's EDAC init: hidden biases 0.1, small output layer
             for linear in self.linears[:-1]:
@@ -375,7 +395,8 @@ def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
             td = td_target(actor, critic_target, batch["rew"], batch["next_obs"], batch["term"], alpha, args.gamma)
         target = (1 - args.td_lambda) * target + args.td_lambda * td
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
-    mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+    mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1)
+    mc_loss = mc_loss.sum() if args.pretrain_mse == "sum" else mc_loss.mean()  # --pretrain-mse
     return mc_loss + eta * diversity, {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
 
 
@@ -401,7 +422,8 @@ def combine_losses(primary, auxiliary, weight):
 
 
 def finetune_actor_loss(actor, critic, obs, act, alpha, bc_weight):
-    """SAC actor: alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi, plus hard BC (a~ - a)^2, combined by eq. 21."""
+    """SAC actor: alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi, plus hard BC (a~ - a)^2, combined by eq. 21
+    (`bc_weight`: --bc-weight plus the decaying --anchor-weight)."""
     pi, log_prob = actor(obs)
     q_all = critic(obs, pi)
     q_pi = q_all.min(0).values
@@ -431,6 +453,11 @@ def soft_bc_loss(actor, obs, act, alpha):
     return loss, log_prob.detach(), {"losses/actor_soft_bc": loss, "losses/entropy": -log_prob.mean().detach()}
 
 
+def anchor_weight(args, actor_updates: int) -> float:
+    """--anchor-weight after `actor_updates` EDAC actor updates: linear decay to 0 over --anchor-steps."""
+    return args.anchor_weight * max(0.0, 1.0 - actor_updates / max(args.anchor_steps, 1))
+
+
 def alpha_loss(log_alpha, log_prob, target_entropy):
     """SAC temperature: raise alpha while the entropy is below the target, lower it above."""
     loss = -(log_alpha * (log_prob + target_entropy)).mean()
@@ -441,6 +468,16 @@ def gradient_step(optimizer, loss):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+
+
+def temperature_step(log_alpha, log_prob, target_entropy, optimizer, clip: Optional[float]):
+    """One alpha update (alpha_loss), then log(alpha) clipped to [-clip, clip] if --log-alpha-clip is set."""
+    loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
+    gradient_step(optimizer, loss)
+    if clip is not None:
+        with torch.no_grad():
+            log_alpha.clamp_(-clip, clip)
+    return info
 
 
 @torch.no_grad()
@@ -467,7 +504,7 @@ def sample_batch(table, widths, batch_size):
 # plumbing
 def check_args(args: Args):
     problems = []
-    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples"):
+    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "anchor_steps"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     if args.pretrain_steps < 0:
@@ -495,14 +532,19 @@ def check_args(args: Args):
         problems.append(f"--eta must be >= 0 (got {args.eta})")
     if args.bc_weight < 0:
         problems.append(f"--bc-weight must be >= 0 (got {args.bc_weight})")
+    if args.anchor_weight < 0:
+        problems.append(f"--anchor-weight must be >= 0 (got {args.anchor_weight})")
+    if args.log_alpha_clip is not None and not args.log_alpha_clip > 0:
+        problems.append(f"--log-alpha-clip must be > 0 (got {args.log_alpha_clip})")
     if args.critic_warmup_steps < 0:
         problems.append(f"--critic-warmup-steps must be >= 0 (got {args.critic_warmup_steps})")
     if args.initial_alpha <= 0:
         problems.append(f"--initial-alpha must be > 0 (got {args.initial_alpha})")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
         problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
-    if not args.hidden_dims or min(args.hidden_dims) < 1:
-        problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
+    for name in ("actor_hidden_dims", "critic_hidden_dims"):
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            problems.append(f"--{name.replace('_', '-')} needs one or more positive widths (got {getattr(args, name)})")
     if problems:
         raise utils.ConfigError("; ".join(problems))
 
@@ -529,7 +571,9 @@ def load_resume_args(run_dir: str) -> Args:
         raise utils.ConfigError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
     with open(path) as f:
         config = json.load(f)
-    config["hidden_dims"] = tuple(config["hidden_dims"])
+    if "hidden_dims" in config:  # runs written before the actor/critic widths were separate flags
+        config["actor_hidden_dims"] = config["critic_hidden_dims"] = config.pop("hidden_dims")
+    config["actor_hidden_dims"], config["critic_hidden_dims"] = tuple(config["actor_hidden_dims"]), tuple(config["critic_hidden_dims"])
     config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
     written_by = config.pop("script", None)
@@ -636,9 +680,9 @@ def main(args: Args):
     )
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics, bf16=args.bf16).to(device)
-    critic_target = copy.deepcopy(critic)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden_dims, args.actor_layernorm, low, high, args.bf16, args.layernorm_affine)
+    critic = Critic(obs_dim, act_dim, args.critic_hidden_dims, args.critic_layernorm, args.num_critics, args.bf16, args.layernorm_affine)
+    actor, critic, critic_target = actor.to(device), critic.to(device), copy.deepcopy(critic).to(device)
     log_alpha = torch.tensor(float(np.log(args.initial_alpha)), device=device, requires_grad=True)
     target_entropy = -float(act_dim)
     fused = device.type in ("cpu", "cuda")
@@ -683,9 +727,7 @@ def main(args: Args):
             loss, log_prob, info = bc_fn(actor, batch["obs"], batch["act"], log_alpha.exp().detach())
             losses.update(info)
             gradient_step(actor_optimizer, loss)
-            loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
-            losses.update(info)
-            gradient_step(alpha_optimizer, loss)
+            losses.update(temperature_step(log_alpha, log_prob, target_entropy, alpha_optimizer, args.log_alpha_clip))
         elif phase == "pretrain":  # Algorithm 2, critic pretraining: actor and alpha frozen
             loss, info = critic_pretrain_fn(critic, actor, critic_target, batch, frozen_alpha, args.eta, args)
             losses.update(info)
@@ -693,15 +735,19 @@ def main(args: Args):
             soft_update(target_params, online_params, args.tau)
         else:  # EDAC
             alpha = log_alpha.exp().detach()
-            if global_step >= args.pretrain_steps + args.critic_warmup_steps:  # --critic-warmup-steps: critics first
+            actor_updates = global_step - args.pretrain_steps - args.critic_warmup_steps  # --critic-warmup-steps: critics first
+            if actor_updates >= 0 and args.alpha_first:  # --alpha-first: the temperature first, from a fresh sample
+                losses.update(temperature_step(log_alpha, actor(batch["obs"])[1].detach(), target_entropy, alpha_optimizer, args.log_alpha_clip))
+                alpha = log_alpha.exp().detach()
+            if actor_updates >= 0:
+                anchor = torch.tensor(args.bc_weight + anchor_weight(args, actor_updates), device=device)  # --anchor-weight
                 critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-                loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight)
+                loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, anchor)
                 critic.requires_grad_(True)
-                losses.update(info)
+                losses.update({**info, "charts/anchor_weight": anchor})
                 gradient_step(actor_optimizer, loss)
-                loss, info = alpha_loss(log_alpha, log_prob, target_entropy)
-                losses.update(info)
-                gradient_step(alpha_optimizer, loss)
+            if actor_updates >= 0 and not args.alpha_first:
+                losses.update(temperature_step(log_alpha, log_prob, target_entropy, alpha_optimizer, args.log_alpha_clip))
             loss, info = critic_finetune_fn(critic, actor, critic_target, batch, alpha, args.eta, args)
             losses.update(info)
             gradient_step(critic_optimizer, loss)

@@ -59,8 +59,10 @@ class Args:
     """Polyak rate of the target networks (target <- target + tau (online - target))"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critic"""
-    hidden_dims: Tuple[int, ...] = (256, 256)
-    """hidden layer widths of actor and critic"""
+    actor_hidden_dims: Tuple[int, ...] = (256, 256)
+    """hidden layer widths of the actor (CORL's 256 x 2; the paper's code uses 256 256 256)"""
+    critic_hidden_dims: Tuple[int, ...] = (256, 256)
+    """hidden layer widths of both critics"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden Linear of the actor (Appendix B)"""
     critic_layernorm: bool = True
@@ -398,8 +400,9 @@ def check_args(args: Args):
         problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
         problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
-    if not args.hidden_dims or min(args.hidden_dims) < 1:
-        problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
+    for name in ("actor_hidden_dims", "critic_hidden_dims"):
+        if not getattr(args, name) or min(getattr(args, name)) < 1:
+            problems.append(f"--{name.replace('_', '-')} needs one or more positive widths (got {getattr(args, name)})")
     if problems:
         raise utils.ConfigError("; ".join(problems))
 
@@ -426,7 +429,9 @@ def load_resume_args(run_dir: str) -> Args:
         raise utils.ConfigError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
     with open(path) as f:
         config = json.load(f)
-    config["hidden_dims"] = tuple(config["hidden_dims"])
+    if "hidden_dims" in config:  # runs written before the actor/critic widths were separate flags
+        config["actor_hidden_dims"] = config["critic_hidden_dims"] = config.pop("hidden_dims")
+    config["actor_hidden_dims"], config["critic_hidden_dims"] = tuple(config["actor_hidden_dims"]), tuple(config["critic_hidden_dims"])
     config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
     written_by = config.pop("script", None)
@@ -534,8 +539,8 @@ def main(args: Args):
     )
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, bf16=args.bf16).to(device)
+    actor = Actor(obs_dim, act_dim, args.actor_hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16).to(device)
+    critic = Critic(obs_dim, act_dim, args.critic_hidden_dims, args.critic_layernorm, bf16=args.bf16).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)

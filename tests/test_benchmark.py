@@ -236,7 +236,7 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         "BENCH_TOTAL": "200",
         "BENCH_PRETRAIN": "100",
         "OMP_NUM_THREADS": "1",
-        "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 2 --eval-freq 100",
+        "BENCH_FLAGS": "--no-compile --batch-size 64 --critic-hidden-dims 32 32 --eval-episodes 2 --eval-freq 100",
     }
     res = bench("quick", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -248,7 +248,7 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         (summary,) = glob.glob(str(out / "runs" / name / "*" / "summary.csv"))
         config = json.load(open(os.path.join(os.path.dirname(summary), "config.json")))
         assert config["total_timesteps"] == 200 and config["pretrain_steps"] == (100 if variant == "pretrained" else 0)
-        assert config["hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
+        assert config["critic_hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
         assert os.path.getsize(out / "logs" / f"{name}.log") > 0
     # a task whose run is finished skips it, as the local launcher does
     again = subprocess.run(

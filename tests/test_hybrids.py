@@ -110,7 +110,10 @@ def pen_root(tmp_path_factory):
 SMALL = [
     "--batch-size",
     "32",
-    "--hidden-dims",
+    "--actor-hidden-dims",
+    "32",
+    "32",
+    "--critic-hidden-dims",
     "32",
     "32",
     "--eval-episodes",

@@ -10,7 +10,7 @@ SCRIPTS = [
     s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py") if os.path.exists(os.path.join(ROOT, s))
 ]
 # Differences on purpose: EDAC's networks are 256 x 3.
-INTENDED = {"hidden_dims"}
+INTENDED = {"actor_hidden_dims", "critic_hidden_dims"}
 SHARED = {
     "env_id",
     "seed",
@@ -40,6 +40,8 @@ SHARED = {
     "compile",
     "torch_deterministic",
     "bf16",
+    "actor_hidden_dims",
+    "critic_hidden_dims",
 }
 
 

@@ -399,10 +399,13 @@ def test_every_option_runs(minari_root, tmp_path):
         "0.01",
         "--learning-rate",
         "1e-3",
-        "--hidden-dims",
+        "--actor-hidden-dims",
         "16",
         "16",
         "16",
+        "--critic-hidden-dims",
+        "24",
+        "24",
         "--no-actor-layernorm",
         "--no-critic-layernorm",
         "--no-normalize-states",
@@ -443,7 +446,7 @@ def test_every_option_runs(minari_root, tmp_path):
     run_dir = run_dir_of(res.stdout)
     assert os.path.basename(run_dir).startswith("local-hopper-random-v0__opts__2__")
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
-    assert cfg["hidden_dims"] == [16, 16, 16] and cfg["mc_tail"] == "none" and cfg["td_lambda"] == 0.5
+    assert cfg["actor_hidden_dims"] == [16, 16, 16] and cfg["critic_hidden_dims"] == [24, 24] and cfg["mc_tail"] == "none" and cfg["td_lambda"] == 0.5
     assert cfg["bf16"] is True
     assert cfg["pretrain_cql_weight"] == 1.0 and cfg["alpha"] == 3.0 and cfg["mc_max_target"] is True
     assert "TD3+BC alpha 3.0" in res.stdout

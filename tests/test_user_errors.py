@@ -26,7 +26,8 @@ def run_main(module, tmp_path, **overrides):
         pretrain_steps=50,
         eval_freq=100,
         eval_episodes=1,
-        hidden_dims=(8, 8),
+        actor_hidden_dims=(8, 8),
+        critic_hidden_dims=(8, 8),
     )
     from dataclasses import replace
 

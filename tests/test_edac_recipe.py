@@ -1,0 +1,160 @@
+"""Issue 15's flags: the paper-code recipe one flag away (widths, LayerNorm affine, pretraining MSE
+weighting, update order, log-alpha clip) and the decaying actor anchor after the switch."""
+
+import csv
+import importlib
+import os
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_dir_of
+from test_edac import TINY_EDAC, run_edac
+
+SCRIPTS = ["td3bc_pretrain", "edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain"]
+MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
+EDAC_MODULES = [MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]]
+
+
+def run_main(module, tmp_path, **overrides):
+    args = module.Args(env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32)
+    if module in EDAC_MODULES:
+        args = replace(args, num_critics=3, entropy_samples=2)
+    return module.main(replace(args, **overrides))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_width_flags_build_the_networks_they_name(script, minari_root, tmp_path):
+    module = MODULES[script]
+    run_dir = run_main(module, tmp_path, actor_hidden_dims=(16, 24, 8), critic_hidden_dims=(12, 20), total_timesteps=20,
+                       pretrain_steps=10, eval_freq=20, save_model=True)  # fmt: skip
+    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
+    actor_widths = [w.shape[0] for k, w in ckpt["actor"].items() if k.endswith("weight") and w.dim() == 2]
+    critic_widths = [w.shape[-1] for k, w in ckpt["critic"].items() if k.startswith("linears") and k.endswith("weight")]
+    assert actor_widths[:-1] == [16, 24, 8]  # the last Linear is the output layer
+    assert critic_widths == [12, 20, 1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
+    """A run written when --hidden-dims set both widths resumes with that width for actor and critic."""
+    import json
+
+    module = MODULES[script]
+    run_dir = run_main(module, tmp_path, actor_hidden_dims=(8, 8), critic_hidden_dims=(8, 8), total_timesteps=20,
+                       pretrain_steps=10, eval_freq=20, save_model=True)  # fmt: skip
+    path = os.path.join(run_dir, "config.json")
+    config = json.load(open(path))
+    config["hidden_dims"] = config.pop("actor_hidden_dims")
+    del config["critic_hidden_dims"]
+    json.dump(config, open(path, "w"))
+    args = module.load_resume_args(run_dir)
+    assert args.actor_hidden_dims == args.critic_hidden_dims == (8, 8)
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_layernorm_affine_off_has_no_learnable_norm(module):
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    actor = module.Actor(3, 2, (8, 8), True, low, high, affine=False)
+    critic = module.Critic(3, 2, (8, 8), True, num_critics=4, affine=False)
+    assert sum(p.numel() for p in actor.parameters()) == (3 * 8 + 8) + (8 * 8 + 8) + (8 * 4 + 4)
+    assert sum(p.numel() for p in critic.parameters()) == 4 * ((5 * 8 + 8) + (8 * 8 + 8) + (8 + 1))
+    x = torch.randn(4, 6, 8) * 3 + 1
+    out = critic.norms[0](x, 4)
+    assert torch.allclose(out, torch.nn.functional.layer_norm(x, (8,)), atol=1e-5)  # plain normalization
+    assert len(module.Critic(3, 2, (8, 8), True, num_critics=4).norms[0].weight.shape) == 3  # affine by default
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_pretrain_mse_weighting_by_hand(module):
+    """Members that predict constants c_i: sum = sum_i mean_b (c_i - R_b)^2; mean is that over N."""
+    critic = module.Critic(2, 1, (4,), False, num_critics=3)
+    with torch.no_grad():
+        critic.linears[-1].weight.zero_()
+        critic.linears[-1].bias.copy_(torch.tensor([1.0, 2.0, 4.0]).view(3, 1, 1))
+    batch = {"obs": torch.randn(2, 2), "act": torch.zeros(2, 1), "soft_return": torch.tensor([0.0, 2.0])}
+    by_hand = ((1 - 0) ** 2 + (1 - 2) ** 2) / 2 + ((2 - 0) ** 2 + 0) / 2 + ((4 - 0) ** 2 + (4 - 2) ** 2) / 2  # 1 + 2 + 10
+    for mode, expected in (("sum", by_hand), ("mean", by_hand / 3)):
+        args = SimpleNamespace(td_lambda=0.0, pretrain_mse=mode, gamma=0.99)
+        loss, info = module.pretrain_critic_loss(critic, None, None, batch, 0.1, 0.0, args)
+        assert info["losses/critic_mc"].item() == pytest.approx(expected)
+        assert loss.item() == pytest.approx(expected)  # eta 0: the MSE alone
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_anchor_schedule(module):
+    args = SimpleNamespace(anchor_weight=0.5, anchor_steps=100)
+    assert [module.anchor_weight(args, k) for k in (0, 50, 100, 1000)] == [0.5, 0.25, 0.0, 0.0]
+    assert module.anchor_weight(SimpleNamespace(anchor_weight=0.0, anchor_steps=100), 0) == 0.0
+
+
+def test_anchor_off_is_exactly_the_sac_loss_and_on_pulls_towards_the_data():
+    E = MODULES["edac_pretrain"]
+    torch.manual_seed(0)
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    actor, critic = E.Actor(3, 2, (16,), True, low, high), E.Critic(3, 2, (16,), True, num_critics=2)
+    obs, act = torch.randn(64, 3), torch.full((64, 2), 0.5)
+    torch.manual_seed(1)
+    loss, _, info = E.finetune_actor_loss(actor, critic, obs, act, torch.tensor(0.2), torch.tensor(0.0))
+    assert torch.equal(loss, info["losses/actor"])
+    distances = {}
+    for weight in (0.0, 10.0):
+        a = E.Actor(3, 2, (16,), True, low, high)
+        a.load_state_dict(actor.state_dict())
+        optimizer = torch.optim.Adam(a.parameters(), lr=1e-2)
+        for _ in range(50):
+            loss, _, _ = E.finetune_actor_loss(a, critic, obs, act, torch.tensor(0.2), torch.tensor(weight))
+            E.gradient_step(optimizer, loss)
+        distances[weight] = (a(obs, deterministic=True)[0] - act).square().sum(-1).mean().item()
+    assert distances[10.0] < 0.5 * distances[0.0]
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+@pytest.mark.parametrize("alpha_first", [False, True])
+def test_update_order(module, alpha_first, minari_root, tmp_path, monkeypatch):
+    """Default actor -> alpha -> critic; --alpha-first (the paper's code) alpha -> actor -> critic."""
+    calls = []
+    step, temperature = module.gradient_step, module.temperature_step
+
+    def recording_step(optimizer, loss):
+        first = optimizer.param_groups[0]["params"][0]
+        calls.append({0: "alpha", 2: "actor", 3: "critic"}[first.dim()])
+        step(optimizer, loss)
+
+    def recording_temperature(*a, **kw):
+        calls.append("temperature")
+        return temperature(*a, **kw)
+
+    monkeypatch.setattr(module, "gradient_step", recording_step)
+    monkeypatch.setattr(module, "temperature_step", recording_temperature)
+    run_main(module, tmp_path, total_timesteps=2, pretrain_steps=0, eval_freq=2, alpha_first=alpha_first)
+    one_update = ["temperature", "alpha", "actor", "critic"] if alpha_first else ["actor", "temperature", "alpha", "critic"]
+    assert calls == one_update * 2
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_log_alpha_clip(module):
+    log_alpha = torch.tensor(0.0, requires_grad=True)
+    optimizer = torch.optim.SGD([log_alpha], lr=100.0)
+    log_prob = torch.full((8,), 50.0)  # entropy far below the target: alpha rises
+    module.temperature_step(log_alpha, log_prob, -2.0, optimizer, 1.5)
+    assert log_alpha.item() == 1.5
+    module.temperature_step(log_alpha, log_prob, -2.0, optimizer, None)
+    assert log_alpha.item() > 1000
+
+
+def test_anchor_end_to_end_logs_its_decay_and_errors(minari_root, tmp_path):
+    res = run_edac(TINY_EDAC + ["--total-timesteps", "60", "--pretrain-steps", "20", "--eval-freq", "60", "--log-freq", "10",
+                                "--anchor-weight", "2.0", "--anchor-steps", "20", "--alpha-first", "--log-alpha-clip", "5",
+                                "--pretrain-mse", "mean", "--no-layernorm-affine", "--runs-dir", str(tmp_path)])  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(os.path.join(run_dir_of(res.stdout), "losses.csv"))))
+    weights = {int(r["update"]): float(r["value"]) for r in rows if r["name"] == "charts/anchor_weight"}
+    # the last actor update of each 10-update interval: 9, 19 (decayed to 0 at 20), then 0
+    assert weights == {30: pytest.approx(2.0 * (1 - 9 / 20)), 40: pytest.approx(2.0 * (1 - 19 / 20)), 50: 0.0, 60: 0.0}
+    res = run_edac(TINY_EDAC + ["--anchor-weight", "-1", "--anchor-steps", "0", "--log-alpha-clip", "0"])
+    assert res.returncode == 1
+    for message in ("--anchor-weight must be >= 0 (got -1.0)", "--anchor-steps must be at least 1 (got 0)", "--log-alpha-clip must be > 0"):
+        assert message in res.stderr
