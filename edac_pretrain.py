@@ -82,6 +82,14 @@ class Args:
     pretrain_mse: Literal["sum", "mean"] = "sum"
     """how critic pretraining adds up the N members' MSE: sum (as EDAC's own critic loss) or mean (the paper's
     code, which makes the diversity term weigh N times more)"""
+    pretrain_cql_weight: Optional[float] = None
+    """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
+    relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data (not in the paper's
+    EDAC; default 0 = off)"""
+    cql_n_actions: int = 10
+    """uniform random actions in the CQL logsumexp"""
+    cql_temperature: float = 1.0
+    """temperature of the CQL logsumexp"""
     anchor_weight: float = 0.0
     """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
     eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off)"""
@@ -165,6 +173,7 @@ def resolve_defaults(args: Args) -> Args:
         "score_window": utils.default_score_window(task),
         "num_critics": num_critics,
         "eta": eta,
+        "pretrain_cql_weight": 0.0,
     }
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
@@ -379,6 +388,15 @@ def q_and_diversity(critic, obs, act):
     return q, off_diagonal.mean() / max(n - 1, 1)
 
 
+def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, temperature):
+    """CQL gap per critic: T logsumexp_j Q(s, a_j) / T - Q(s, a) over uniform random actions a_j; [N, B]."""
+    batch = obs.shape[0]
+    low, high = action_low, action_high
+    random_actions = low + (high - low) * torch.rand(batch, n_actions, low.shape[0], device=obs.device)
+    q_random = critic(obs.unsqueeze(1).expand(-1, n_actions, -1), random_actions)  # [N, B, n_actions]
+    return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
+
+
 def td_target(actor, critic_target, rew, next_obs, term, alpha, gamma):
     """r + gamma (1 - termination) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi; truncated steps bootstrap."""
     next_act, next_log_prob = actor(next_obs)
@@ -396,7 +414,13 @@ def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1)
     mc_loss = mc_loss.sum() if args.pretrain_mse == "sum" else mc_loss.mean()  # --pretrain-mse
-    return mc_loss + eta * diversity, {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
+    info = {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
+    if args.pretrain_cql_weight > 0:  # --pretrain-cql-weight: pessimism off the data, weighted as in eq. 21
+        low, high = actor.action_bias - actor.action_scale, actor.action_bias + actor.action_scale
+        cql = cql_penalty(critic, batch["obs"], q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+        info["losses/critic_cql"] = cql
+        mc_loss = mc_loss + args.pretrain_cql_weight * mc_loss.detach().abs() / (cql.detach().abs() + 1e-8) * cql
+    return mc_loss + eta * diversity, info
 
 
 def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
@@ -497,7 +521,7 @@ def sample_batch(table, widths, batch_size):
 # plumbing
 def check_args(args: Args):
     problems = []
-    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "anchor_steps"):
+    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "anchor_steps", "cql_n_actions"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     if args.pretrain_steps < 0:
@@ -523,6 +547,10 @@ def check_args(args: Args):
         problems.append(f"--num-critics must be at least 1 (got {args.num_critics})")
     if args.eta is not None and args.eta < 0:
         problems.append(f"--eta must be >= 0 (got {args.eta})")
+    if args.pretrain_cql_weight < 0:
+        problems.append(f"--pretrain-cql-weight must be >= 0 (got {args.pretrain_cql_weight})")
+    if args.cql_temperature <= 0:
+        problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
     if args.anchor_weight < 0:
         problems.append(f"--anchor-weight must be >= 0 (got {args.anchor_weight})")
     if args.log_alpha_clip is not None and not args.log_alpha_clip > 0:

@@ -77,7 +77,7 @@ def test_pretrain_mse_weighting_by_hand(module):
     batch = {"obs": torch.randn(2, 2), "act": torch.zeros(2, 1), "soft_return": torch.tensor([0.0, 2.0])}
     by_hand = ((1 - 0) ** 2 + (1 - 2) ** 2) / 2 + ((2 - 0) ** 2 + 0) / 2 + ((4 - 0) ** 2 + (4 - 2) ** 2) / 2  # 1 + 2 + 10
     for mode, expected in (("sum", by_hand), ("mean", by_hand / 3)):
-        args = SimpleNamespace(td_lambda=0.0, pretrain_mse=mode, gamma=0.99)
+        args = SimpleNamespace(td_lambda=0.0, pretrain_mse=mode, gamma=0.99, pretrain_cql_weight=0.0)
         loss, info = module.pretrain_critic_loss(critic, None, None, batch, 0.1, 0.0, args)
         assert info["losses/critic_mc"].item() == pytest.approx(expected)
         assert loss.item() == pytest.approx(expected)  # eta 0: the MSE alone
@@ -158,3 +158,29 @@ def test_anchor_end_to_end_logs_its_decay_and_errors(minari_root, tmp_path):
     assert res.returncode == 1
     for message in ("--anchor-weight must be >= 0 (got -1.0)", "--anchor-steps must be at least 1 (got 0)", "--log-alpha-clip must be > 0"):
         assert message in res.stderr
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_pretrain_cql_lowers_q_off_the_data(module):
+    """--pretrain-cql-weight: the penalty is the logsumexp over random actions minus Q on the data, and training on it
+    makes the ensemble lower off the data than on it (the pessimism EDAC's critic lacks at the switch)."""
+    torch.manual_seed(0)
+    low, high = -np.ones(1, np.float32), np.ones(1, np.float32)
+    actor = module.Actor(2, 1, (8,), False, low, high)
+    critic = module.Critic(2, 1, (32, 32), True, num_critics=3)
+    obs, act = torch.randn(256, 2), torch.full((256, 1), 0.5)
+    batch = {"obs": obs, "act": act, "soft_return": torch.ones(256)}
+    args = SimpleNamespace(td_lambda=0.0, pretrain_mse="sum", gamma=0.99, pretrain_cql_weight=1.0, cql_n_actions=8, cql_temperature=1.0)
+    q_data = critic(obs, act)
+    gap = module.cql_penalty(critic, obs, q_data, torch.tensor(low), torch.tensor(high), 8, 1.0)
+    assert gap.shape == (3, 256) and bool((gap > -q_data.abs().max() - 10).all())
+    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    for _ in range(300):
+        loss, info = module.pretrain_critic_loss(critic, actor, None, batch, 0.1, 0.0, args)
+        module.gradient_step(optimizer, loss)
+    assert "losses/critic_cql" in info
+    with torch.no_grad():
+        off_data = critic(obs, torch.full((256, 1), -0.9)).min(0).values.mean()
+        on_data = critic(obs, act).min(0).values.mean()
+    assert on_data.item() == pytest.approx(1.0, abs=0.2)
+    assert off_data.item() < on_data.item() - 0.5
