@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, Optional, Tuple
+from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,10 +49,20 @@ class Args:
     total_timesteps: Optional[int] = None
     """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
     (default: 300k on Adroit, else 1M)"""
-    pretrain_steps: Optional[int] = None
-    """supervised pretraining updates at the start of the run, 0 = no pretraining (default: 200k on Adroit, else 50k)"""
+    pretrain_steps: Optional[Union[int, Literal["auto"]]] = None
+    """supervised pretraining updates at the start of the run, 0 = no pretraining, or auto: until every pretrained
+    loss has converged on held-out transitions, see --pretrain-tol (default: 200k on Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
+    pretrain_tol: float = 0.01
+    """auto: a loss has converged when its best validation value improved by less than this fraction over the last
+    --pretrain-patience checks (a check every --log-freq updates); pretraining ends when all have"""
+    pretrain_patience: int = 5
+    """auto: the checks over which that improvement is measured (so never fewer than this plus one checks)"""
+    pretrain_max_steps: Optional[int] = None
+    """auto: at most this many pretraining updates (default: twice the fixed default, at most --total-timesteps)"""
+    pretrain_val_fraction: float = 0.01
+    """auto: share of the transitions (at most 5000) held out of the pretraining batches for the validation losses"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99
@@ -170,6 +180,7 @@ def resolve_defaults(args: Args) -> Args:
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
         "pretrain_steps": pretrain,
+        "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
         "score_window": utils.default_score_window(task),
         "num_critics": num_critics,
         "eta": eta,
@@ -511,11 +522,53 @@ def make_table(fields, device):
     return table, {name: c.shape[1] for name, c in zip(fields, columns)}
 
 
-def sample_batch(table, widths, batch_size):
-    """Uniformly sampled transitions as a dict of named fields; 1-wide fields come out as vectors."""
-    idx = torch.randint(table.shape[0], (batch_size,), device=table.device)
+def sample_batch(table, widths, batch_size, rows=None):
+    """Uniformly sampled transitions (of `rows` if given) as a dict of named fields; 1-wide fields come out as vectors."""
+    idx = torch.randint(table.shape[0] if rows is None else rows.shape[0], (batch_size,), device=table.device)
+    return table_rows(table, widths, idx if rows is None else rows[idx])
+
+
+def table_rows(table, widths, idx):
     parts = table[idx].split(list(widths.values()), dim=1)
     return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
+
+
+# plumbing: --pretrain-steps auto
+def validation_split(table, args: Args):
+    """The held-out rows for the validation losses and the rows that pretraining samples from, drawn with their own
+    generator (seeded by --seed) so that the training random stream stays that of a fixed-length run."""
+    perm = torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(args.seed)).to(table.device)
+    n_val = min(5000, max(1, int(table.shape[0] * args.pretrain_val_fraction)))
+    return perm[:n_val], perm[n_val:]
+
+
+@torch.no_grad()
+def validation_loss(actor, critic, val, part):
+    """The loss of the part being pretrained on the held-out batch: the soft-BC actor's negative log-likelihood of
+    the data's actions (eq. 20 without the alpha term, which moves with alpha), or the critics' MSE to the soft return."""
+    if part == "actor":
+        return -actor.log_prob(val["obs"], val["act"]).mean()
+    q = critic(val["obs"], val["act"])
+    return F.mse_loss(q, val["soft_return"].expand_as(q))
+
+
+def auto_pretrain_check(plateau, part, value, update, ends, converged, args: Args, run_dir):
+    """Soft BC, then the critics: feeds the validation loss of the part being trained to its utils.Plateau (which
+    states the rule); once it has converged, or at its cap (soft BC's: --actor-pretrain-fraction of
+    --pretrain-max-steps), the part ends at this update: `ends` (update at which soft BC / all pretraining ends) is
+    changed in place. At the end of pretraining the choice is printed and written to config.json."""
+    if part not in converged and plateau.update(float(value)):
+        converged[part] = update
+    if part in converged or update >= ends[part]:
+        ends[part] = update
+        ends["critic"] = update if args.pretrain_mode == "actor" else ends["critic"]
+    if update == ends["critic"]:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            config = json.load(f)
+        config.update(pretrain_steps_chosen=update, pretrain_converged=dict(converged))
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+        print(f"auto pretraining ends at update {update}: soft BC ends at {ends['actor']}, converged {converged or 'none'}", flush=True)
 
 
 # plumbing
@@ -524,12 +577,18 @@ def check_args(args: Args):
     for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "anchor_steps", "cql_n_actions"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.pretrain_steps < 0:
-        problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
-    if args.pretrain_steps > args.total_timesteps:
+    auto = args.pretrain_steps == "auto"
+    flag, steps = ("--pretrain-max-steps", args.pretrain_max_steps) if auto else ("--pretrain-steps", args.pretrain_steps)
+    if steps < int(auto):
+        problems.append(f"{flag} must be >= {int(auto)} (got {steps})")
+    if steps > args.total_timesteps:
         problems.append(
-            f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
-            "pretraining too: raise --total-timesteps or lower --pretrain-steps"
+            f"{flag} {steps} exceeds --total-timesteps {args.total_timesteps}, which counts pretraining too: raise --total-timesteps or lower {flag}"
+        )
+    if auto and not (args.pretrain_tol >= 0 and args.pretrain_patience >= 1 and 0 < args.pretrain_val_fraction < 1):
+        problems.append(
+            "--pretrain-steps auto needs --pretrain-tol >= 0, --pretrain-patience >= 1 and --pretrain-val-fraction in "
+            f"(0, 1) (got {args.pretrain_tol}, {args.pretrain_patience}, {args.pretrain_val_fraction})"
         )
     if not args.learning_rate > 0:
         problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
@@ -596,6 +655,7 @@ def load_resume_args(run_dir: str) -> Args:
     config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
     written_by = config.pop("script", None)
+    config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
     unknown = sorted(set(config) - set(Args.__dataclass_fields__))
     this_script = os.path.basename(__file__)
     if unknown or (written_by is not None and written_by != this_script):
@@ -714,7 +774,6 @@ def main(args: Args):
     critic_pretrain_fn, bc_fn = pretrain_critic_loss, compile_fn(soft_bc_loss)
     critic_finetune_fn, actor_finetune_fn = finetune_critic_loss, compile_fn(finetune_actor_loss)
     actor_share = {"both": args.actor_pretrain_fraction, "actor": 1.0, "critic": 0.0}[args.pretrain_mode]
-    actor_pretrain_steps = int(args.pretrain_steps * actor_share)
 
     # plumbing: resume, logs, evaluation
     state = dict(actor=actor, critic=critic, critic_target=critic_target, actor_optimizer=actor_optimizer)  # checkpointed
@@ -733,16 +792,21 @@ def main(args: Args):
     def policy(obs):
         return actor(torch.as_tensor(obs, device=device), deterministic=True)[0].cpu().numpy()
 
-    losses = {}
+    auto = args.pretrain_steps == "auto"  # --pretrain-steps auto: soft BC, then the critics, each until it has converged
+    cap = args.pretrain_max_steps if auto else args.pretrain_steps
+    ends = ckpt.get("pretrain_ends", {"actor": int(cap * actor_share), "critic": cap})  # where soft BC / pretraining end
+    val_rows, train_rows = validation_split(table, args) if auto else (None, None)
+    plateaus = {p: utils.Plateau(args.pretrain_tol, args.pretrain_patience, ckpt.get("plateaus", {}).get(p)) for p in ends}
+    converged, losses = ckpt.get("converged", {}), {}
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
-        phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
-        if phase == "pretrain" and global_step >= actor_pretrain_steps and soft_return is None:  # between the phases
+        phase = "pretrain" if global_step < ends["critic"] else "finetune"
+        if phase == "pretrain" and global_step >= ends["actor"] and soft_return is None:  # between the phases
             soft_return, frozen_alpha = dataset_soft_returns(actor, log_alpha, table[:, :obs_dim], data, global_step, args)
             table[:, -1] = torch.as_tensor(soft_return, dtype=torch.float32, device=device)
-        batch = sample_batch(table, widths, args.batch_size)
+        batch = sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
 
         # ALGO LOGIC: one update
-        if phase == "pretrain" and global_step < actor_pretrain_steps:  # Algorithm 2, actor pretraining
+        if phase == "pretrain" and global_step < ends["actor"]:  # Algorithm 2, actor pretraining
             loss, log_prob, info = bc_fn(actor, batch["obs"], batch["act"], log_alpha.exp().detach())
             losses.update(info)
             gradient_step(actor_optimizer, loss)
@@ -754,7 +818,7 @@ def main(args: Args):
             soft_update(target_params, online_params, args.tau)
         else:  # EDAC
             alpha = log_alpha.exp().detach()
-            actor_updates = global_step - args.pretrain_steps - args.critic_warmup_steps  # --critic-warmup-steps: critics first
+            actor_updates = global_step - ends["critic"] - args.critic_warmup_steps  # --critic-warmup-steps: critics first
             if actor_updates >= 0 and args.alpha_first:  # --alpha-first: the temperature first, from a fresh sample
                 losses.update(temperature_step(log_alpha, actor(batch["obs"])[1].detach(), target_entropy, alpha_optimizer, args.log_alpha_clip))
                 alpha = log_alpha.exp().detach()
@@ -774,6 +838,10 @@ def main(args: Args):
 
         # plumbing: the only host syncs are here, every --log-freq updates and at evaluations
         update = global_step + 1
+        if auto and phase == "pretrain" and (update % args.log_freq == 0 or update in ends.values()):
+            part = "actor" if global_step < ends["actor"] else "critic"
+            losses[f"validation/{part}"] = validation_loss(actor, critic, table_rows(table, widths, val_rows), part)
+            auto_pretrain_check(plateaus[part], part, losses[f"validation/{part}"], update, ends, converged, args, run_dir)
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
             values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
@@ -787,6 +855,7 @@ def main(args: Args):
                 wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
                 extra = dict(log_alpha=log_alpha.detach().clone(), soft_return=soft_return, frozen_alpha=frozen_alpha)
+                extra.update(pretrain_ends=ends, plateaus={p: q.history for p, q in plateaus.items()}, converged=converged)
                 save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
 
     eval_envs.close()

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, Optional, Tuple
+from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,10 +47,20 @@ class Args:
     total_timesteps: Optional[int] = None
     """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
     (default: 300k on Adroit, else 1M)"""
-    pretrain_steps: Optional[int] = None
-    """supervised pretraining updates at the start of the run, 0 = no pretraining (default: 200k on Adroit, else 50k)"""
+    pretrain_steps: Optional[Union[int, Literal["auto"]]] = None
+    """supervised pretraining updates at the start of the run, 0 = no pretraining, or auto: until every pretrained
+    loss has converged on held-out transitions, see --pretrain-tol (default: 200k on Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
+    pretrain_tol: float = 0.01
+    """auto: a loss has converged when its best validation value improved by less than this fraction over the last
+    --pretrain-patience checks (a check every --log-freq updates); pretraining ends when all have"""
+    pretrain_patience: int = 5
+    """auto: the checks over which that improvement is measured (so never fewer than this plus one checks)"""
+    pretrain_max_steps: Optional[int] = None
+    """auto: at most this many pretraining updates (default: twice the fixed default, at most --total-timesteps)"""
+    pretrain_val_fraction: float = 0.01
+    """auto: share of the transitions (at most 5000) held out of the pretraining batches for the validation losses"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99
@@ -130,6 +140,7 @@ def resolve_defaults(args: Args) -> Args:
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
         "pretrain_steps": pretrain,
+        "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
         "score_window": utils.default_score_window(task),
         "alpha": TD3BC_ALPHA.get(task, 2.5),
         "cql_weight": CQL_WEIGHT.get(task, 10.0),
@@ -367,11 +378,55 @@ def make_table(fields, device):
     return table, {name: c.shape[1] for name, c in zip(fields, columns)}
 
 
-def sample_batch(table, widths, batch_size):
-    """Uniformly sampled transitions as a dict of named fields; 1-wide fields come out as vectors."""
-    idx = torch.randint(table.shape[0], (batch_size,), device=table.device)
+def sample_batch(table, widths, batch_size, rows=None):
+    """Uniformly sampled transitions (of `rows` if given) as a dict of named fields; 1-wide fields come out as vectors."""
+    idx = torch.randint(table.shape[0] if rows is None else rows.shape[0], (batch_size,), device=table.device)
+    return table_rows(table, widths, idx if rows is None else rows[idx])
+
+
+def table_rows(table, widths, idx):
     parts = table[idx].split(list(widths.values()), dim=1)
     return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
+
+
+# plumbing: --pretrain-steps auto
+def validation_split(table, args: Args):
+    """The held-out rows for the validation losses and the rows that pretraining samples from, drawn with their own
+    generator (seeded by --seed) so that the training random stream stays that of a fixed-length run."""
+    perm = torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(args.seed)).to(table.device)
+    n_val = min(5000, max(1, int(table.shape[0] * args.pretrain_val_fraction)))
+    return perm[:n_val], perm[n_val:]
+
+
+@torch.no_grad()
+def validation_losses(actor, critic, val, plateaus):
+    """The pretraining losses on the held-out batch: BC MSE, and the critics' MSE to the MC return (their mean)."""
+    values = {}
+    if "actor" in plateaus:
+        values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
+    if "critic" in plateaus:
+        q = critic(val["obs"], val["act"])
+        values["critic"] = F.mse_loss(q, val["mc_return"].expand_as(q))
+    return values
+
+
+def auto_pretrain_check(plateaus, converged, values, update, args: Args, run_dir):
+    """Feeds each loss still converging to its utils.Plateau (which states the rule) and returns the update at
+    which pretraining ends: this one once all have converged or at the cap, else the cap. The choice is printed
+    and written to config.json (pretrain_steps_chosen, and the update at which each loss converged)."""
+    for part, value in values.items():
+        if part not in converged and plateaus[part].update(float(value)):
+            converged[part] = update
+    if len(converged) < len(plateaus) and update < args.pretrain_max_steps:
+        return args.pretrain_max_steps
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    config.update(pretrain_steps_chosen=update, pretrain_converged=dict(converged))
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    how = ", ".join(f"{p} converged at {converged[p]}" if p in converged else f"{p} capped by --pretrain-max-steps" for p in plateaus)
+    print(f"auto pretraining ends at update {update}: {how}", flush=True)
+    return update
 
 
 # plumbing
@@ -388,12 +443,18 @@ def check_args(args: Args):
     ):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.pretrain_steps < 0:
-        problems.append(f"--pretrain-steps must be >= 0 (got {args.pretrain_steps})")
-    if args.pretrain_steps > args.total_timesteps:
+    auto = args.pretrain_steps == "auto"
+    flag, steps = ("--pretrain-max-steps", args.pretrain_max_steps) if auto else ("--pretrain-steps", args.pretrain_steps)
+    if steps < int(auto):
+        problems.append(f"{flag} must be >= {int(auto)} (got {steps})")
+    if steps > args.total_timesteps:
         problems.append(
-            f"--pretrain-steps {args.pretrain_steps} exceeds --total-timesteps {args.total_timesteps}, which counts "
-            "pretraining too: raise --total-timesteps or lower --pretrain-steps"
+            f"{flag} {steps} exceeds --total-timesteps {args.total_timesteps}, which counts pretraining too: raise --total-timesteps or lower {flag}"
+        )
+    if auto and not (args.pretrain_tol >= 0 and args.pretrain_patience >= 1 and 0 < args.pretrain_val_fraction < 1):
+        problems.append(
+            "--pretrain-steps auto needs --pretrain-tol >= 0, --pretrain-patience >= 1 and --pretrain-val-fraction in "
+            f"(0, 1) (got {args.pretrain_tol}, {args.pretrain_patience}, {args.pretrain_val_fraction})"
         )
     if not args.learning_rate > 0:
         problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
@@ -448,6 +509,7 @@ def load_resume_args(run_dir: str) -> Args:
     config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
     config["resume"] = run_dir
     written_by = config.pop("script", None)
+    config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
     unknown = sorted(set(config) - set(Args.__dataclass_fields__))
     this_script = os.path.basename(__file__)
     if unknown or (written_by is not None and written_by != this_script):
@@ -582,10 +644,15 @@ def main(args: Args):
 
     pretrain_actor = args.pretrain_mode in ("both", "actor")
     pretrain_critic = args.pretrain_mode in ("both", "critic")
+    auto = args.pretrain_steps == "auto"  # --pretrain-steps auto: until the validation losses have converged
+    val_rows, train_rows = validation_split(table, args) if auto else (None, None)
+    parts = [part for part, on in (("actor", pretrain_actor), ("critic", pretrain_critic)) if on]
+    plateaus = {p: utils.Plateau(args.pretrain_tol, args.pretrain_patience, ckpt.get("plateaus", {}).get(p)) for p in parts}
+    converged, pretrain_end = ckpt.get("converged", {}), ckpt.get("pretrain_end", args.pretrain_max_steps) if auto else args.pretrain_steps
     losses = {}
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
-        phase = "pretrain" if global_step < args.pretrain_steps else "finetune"
-        batch = sample_batch(table, widths, args.batch_size)
+        phase = "pretrain" if global_step < pretrain_end else "finetune"
+        batch = sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
 
         # ALGO LOGIC: one update
         if phase == "pretrain":  # Algorithm 1, second loop
@@ -612,6 +679,10 @@ def main(args: Args):
 
         # plumbing: the only host syncs are here, every --log-freq updates and at evaluations
         update = global_step + 1
+        if auto and phase == "pretrain" and (update % args.log_freq == 0 or update == pretrain_end):
+            values = validation_losses(actor, critic, table_rows(table, widths, val_rows), plateaus)
+            losses.update({f"validation/{part}": value for part, value in values.items()})
+            pretrain_end = auto_pretrain_check(plateaus, converged, values, update, args, run_dir)
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
             values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
@@ -624,7 +695,8 @@ def main(args: Args):
             if wandb:
                 wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
             if args.save_model:
-                save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std)
+                extra = dict(plateaus={p: q.history for p, q in plateaus.items()}, converged=converged, pretrain_end=pretrain_end)
+                save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **(extra if auto else {}))
 
     eval_envs.close()
     summary = log.finish(args.score_window)

@@ -361,6 +361,26 @@ EVAL_FIELDS = [
 LOSS_FIELDS = ["update", "phase", "name", "value"]
 
 
+class Plateau:
+    """`--pretrain-steps auto`: when has a supervised loss converged? Fed the validation loss at every check
+    (every --log-freq updates), it answers True once the best value so far improved by less than `tol`
+    (relative) over the last `patience` checks, i.e. (best `patience` checks ago - best now) <= tol |best then|.
+    Never before `patience` + 1 checks; the caller applies the cap. `history` is its whole state (checkpointed)."""
+
+    def __init__(self, tol: float, patience: int, history: Optional[Sequence[float]] = None):
+        self.tol, self.patience, self.history = tol, patience, list(history or [])
+
+    def update(self, value: float) -> bool:
+        if not np.isfinite(value):
+            raise FloatingPointError(f"validation loss is {value}: pretraining diverged")
+        self.history.append(float(value))
+        if len(self.history) <= self.patience:
+            return False
+        best = np.minimum.accumulate(self.history)
+        then, now = best[-1 - self.patience], best[-1]
+        return bool(then - now <= self.tol * abs(then))
+
+
 class RunLog:
     """eval.csv (a row per evaluation), losses.csv (a row per logged value, long format: pivot on
     `name` to get columns), the progress lines and the clocks: wall-clock since the start and training
