@@ -25,7 +25,9 @@
 #   BENCH_OUT       output folder (default bench/PROFILE): runs/, logs/, summary.md, PNG plots
 #   BENCH_SCRIPTS   space-separated scripts to run, a subset of the profile's (e.g. "td3bc_pretrain")
 #   BENCH_TOTAL     updates per run, pretraining included (default per profile/script)
-#   BENCH_PRETRAIN  pretraining updates of the pretrained runs (default per profile/script)
+#   BENCH_PRETRAIN  pretraining updates of the pretrained runs (default per profile/script), or auto
+#                   (--pretrain-steps auto: each run pretrains until its validation losses converge;
+#                   the summary reports the lengths chosen)
 #   BENCH_FLAGS     extra flags for every run, last on its command line (e.g. "--no-compile")
 #   BENCH_LAUNCHER  local (default) or slurm: write BENCH_OUT/slurm_array.sh, one array task per
 #                   run, and submit it with sbatch (--dry-run prints it instead)
@@ -95,8 +97,8 @@ if [ -n "${BENCH_SCRIPTS:-}" ]; then
   scripts="${BENCH_SCRIPTS//.py/}"
 fi
 for var in BENCH_TOTAL BENCH_PRETRAIN; do
-  if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]]; then
-    echo "$var must be a whole number of updates (got '${!var}')" >&2
+  if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]] && ! [ "$var:${!var}" = BENCH_PRETRAIN:auto ]; then
+    echo "$var must be a whole number of updates$([ $var = BENCH_PRETRAIN ] && echo ' or auto') (got '${!var}')" >&2
     exit 2
   fi
 done

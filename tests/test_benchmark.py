@@ -263,3 +263,26 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "| hopper-random | td3bc_pretrain | yes | 1 |" in open(out / "summary.md").read()
     assert bench("summarize", str(tmp_path / "nowhere")).returncode == 2
+
+
+def test_summary_reports_the_lengths_auto_chose(tmp_path):
+    root = str(tmp_path / "runs")
+    write_run(root, "s1", 0, 1, [0, 10, 20, 40], [10, 20, 30, 40])
+    for name, seed, chosen in (("a1", 1, 12000), ("a2", 2, 15000)):
+        write_run(root, name, "auto", seed, [10, 40, 40, 40], [12, 24, 36, 48])
+        path = os.path.join(root, name, "run", "config.json")
+        config = json.load(open(path))
+        json.dump({**config, "pretrain_steps_chosen": chosen}, open(path, "w"))
+    summarize.main([root, "--out", str(tmp_path / "out")])
+    table = open(tmp_path / "out" / "summary.md").read()
+    assert "| local/hopper/medium-v0 | td3bc_pretrain | auto: 12000, 15000 | 2 | 40.0 ± 0.0 |" in table
+
+
+def test_bench_pretrain_auto_reaches_the_runs(tmp_path):
+    env = dict(os.environ, BENCH_PRETRAIN="auto", BENCH_OUT=str(tmp_path / "b"), BENCH_PROBE="0")
+    res = subprocess.run(["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "--pretrain-steps auto" in res.stdout and "--pretrain-steps 0" in res.stdout
+    env["BENCH_PRETRAIN"] = "sometimes"
+    res = subprocess.run(["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert res.returncode == 2 and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')" in res.stderr

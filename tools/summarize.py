@@ -43,8 +43,9 @@ def load_runs(root, window=None):
             {
                 "dataset": config["env_id"],
                 "algorithm": config["exp_name"],
-                "pretrained": config["pretrain_steps"] > 0,
-                "pretrain_steps": config["pretrain_steps"],
+                "pretrained": config["pretrain_steps"] == "auto" or config["pretrain_steps"] > 0,
+                "pretrain_steps": config.get("pretrain_steps_chosen", config["pretrain_steps"]),  # auto: the length it chose
+                "auto": config["pretrain_steps"] == "auto",
                 "seed": config["seed"],
                 "window": window or config.get("score_window"),
                 "run_dir": run_dir,
@@ -140,8 +141,10 @@ def markdown(groups, ratios, dips=0):
     for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
         finals = [r["score"][-1] for r in runs]
         windows = [window_score(r) for r in runs]
+        lengths = ", ".join(str(r["pretrain_steps"]) for r in runs)
+        how = ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
         lines.append(
-            f"| {dataset} | {algorithm} | {'yes' if pretrained else 'no'} | {len(runs)} | "
+            f"| {dataset} | {algorithm} | {how} | {len(runs)} | "
             f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |"
         )
     if ratios:
