@@ -662,7 +662,7 @@ def load_resume_args(run_dir: str) -> Args:
         by = written_by or f"another script (its config has {', '.join(unknown)}, which {this_script} lacks)"
         fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
         raise utils.ConfigError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
-    return Args(**config)
+    return resolve_defaults(Args(**config))  # fills only what an older config lacks (flags added since)
 
 
 def make_run_dir(args: Args) -> str:

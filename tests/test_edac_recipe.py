@@ -39,7 +39,8 @@ def test_width_flags_build_the_networks_they_name(script, minari_root, tmp_path)
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
-    """A run written when --hidden-dims set both widths resumes with that width for actor and critic."""
+    """A run written when --hidden-dims set both widths, before newer flags existed, resumes: one width for both, the
+    newer flags at their defaults."""
     import json
 
     module = MODULES[script]
@@ -49,9 +50,14 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     config = json.load(open(path))
     config["hidden_dims"] = config.pop("actor_hidden_dims")
     del config["critic_hidden_dims"]
+    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "pretrain_tol"):  # flags newer than the run
+        config.pop(added_since, None)
     json.dump(config, open(path, "w"))
     args = module.load_resume_args(run_dir)
     assert args.actor_hidden_dims == args.critic_hidden_dims == (8, 8)
+    fresh = module.resolve_defaults(module.Args(env_id=args.env_id, total_timesteps=20, pretrain_steps=10))
+    assert args.pretrain_cql_weight == fresh.pretrain_cql_weight and args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
+    module.check_args(args)
 
 
 @pytest.mark.parametrize("module", EDAC_MODULES)

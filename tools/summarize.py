@@ -144,8 +144,7 @@ def markdown(groups, ratios, dips=0):
         lengths = ", ".join(str(r["pretrain_steps"]) for r in runs)
         how = ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
         lines.append(
-            f"| {dataset} | {algorithm} | {how} | {len(runs)} | "
-            f"{fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |"
+            f"| {dataset} | {algorithm} | {how} | {len(runs)} | {fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |"
         )
     if ratios:
         lines += [
