@@ -794,7 +794,8 @@ def main(args: Args):
 
     auto = args.pretrain_steps == "auto"  # --pretrain-steps auto: soft BC, then the critics, each until it has converged
     cap = args.pretrain_max_steps if auto else args.pretrain_steps
-    ends = ckpt.get("pretrain_ends", {"actor": int(cap * actor_share), "critic": cap})  # where soft BC / pretraining end
+    ends = {"actor": int(cap * actor_share), "critic": cap}  # where soft BC / pretraining end (auto: decided as it goes)
+    ends = ckpt["pretrain_ends"] if auto and "pretrain_ends" in ckpt else ends
     val_rows, train_rows = validation_split(table, args) if auto else (None, None)
     plateaus = {p: utils.Plateau(args.pretrain_tol, args.pretrain_patience, ckpt.get("plateaus", {}).get(p)) for p in ends}
     converged, losses = ckpt.get("converged", {}), {}
