@@ -93,9 +93,9 @@ class Args:
     code, which makes the diversity term weigh N times more)"""
     pretrain_cql_weight: Optional[float] = None
     """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
-    relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data (not in the paper's
-    EDAC; default 0 = off)"""
-    cql_n_actions: int = 10
+    relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data: without it the actor
+    leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC (default 0 here: the BC term already holds the actor)"""
+    cql_n_actions: int = 4  # differs from td3bc_pretrain.py on purpose: each random action costs N critics
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
     """temperature of the CQL logsumexp"""

@@ -9,8 +9,8 @@ from conftest import ROOT
 SCRIPTS = [
     s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py") if os.path.exists(os.path.join(ROOT, s))
 ]
-# Differences on purpose: EDAC's networks are 256 x 3.
-INTENDED = {"actor_hidden_dims", "critic_hidden_dims"}
+# Differences on purpose: EDAC's networks are 256 x 3; its CQL term runs N critics per random action.
+INTENDED = {"actor_hidden_dims", "critic_hidden_dims", "cql_n_actions"}
 SHARED = {
     "env_id",
     "seed",
