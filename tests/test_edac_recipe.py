@@ -190,3 +190,12 @@ def test_pretrain_cql_lowers_q_off_the_data(module):
         on_data = critic(obs, act).min(0).values.mean()
     assert on_data.item() == pytest.approx(1.0, abs=0.2)
     assert off_data.item() < on_data.item() - 0.5
+
+
+def test_cql_pretraining_default_per_script():
+    """The fix is EDAC's default; EDAC+BC's BC term holds its actor, so there it is off; a set value wins."""
+    E, EB = MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium")).pretrain_cql_weight == 1.0
+    assert EB.resolve_defaults(EB.Args(env_id="hopper-medium")).pretrain_cql_weight == 0.0
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium", pretrain_cql_weight=0.0)).pretrain_cql_weight == 0.0
+    assert E.Args().cql_n_actions == 4
