@@ -503,7 +503,7 @@ def test_score_window_and_task_defaults(minari_root, tmp_path):
         ]
     )
     assert res.returncode == 0, res.stderr
-    assert "defaults for task hopper: td_lambda=0.0, alpha=10.0, pretrain_cql_weight=0.0" in res.stdout
+    assert "defaults for task hopper: td_lambda=0.0, pretrain_max_steps=300, alpha=10.0, pretrain_cql_weight=0.0" in res.stdout
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir)
     expected = (float(rows[1]["normalized_mean"]) + float(rows[2]["normalized_mean"])) / 2
