@@ -575,7 +575,9 @@ def auto_pretrain_check(plateau, part, value, update, ends, converged, args: Arg
         config.update(pretrain_steps_chosen=update, pretrain_converged=dict(converged))
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
-        print(f"auto pretraining ends at update {update}: soft BC ends at {ends['actor']}, converged {converged or 'none'}", flush=True)
+        parts = [part for part in ("actor", "critic") if args.pretrain_mode in ("both", part)]
+        how = ", ".join(f"{p} converged at {converged[p]}" if p in converged else f"{p} capped by --pretrain-max-steps" for p in parts)
+        print(f"auto pretraining ends at update {update}: {how}", flush=True)
 
 
 # plumbing
@@ -808,6 +810,7 @@ def main(args: Args):
     val_rows, train_rows = validation_split(table, args) if auto else (None, None)
     plateaus = {p: utils.Plateau(args.pretrain_tol, args.pretrain_patience, ckpt.get("plateaus", {}).get(p)) for p in ends}
     converged, losses = ckpt.get("converged", {}), {}
+    anchor = torch.zeros((), device=device)  # the actor loss's BC weight, refilled every EDAC update
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < ends["critic"] else "finetune"
         if phase == "pretrain" and global_step >= ends["actor"] and soft_return is None:  # between the phases
@@ -833,7 +836,7 @@ def main(args: Args):
                 losses.update(temperature_step(log_alpha, actor(batch["obs"])[1].detach(), target_entropy, alpha_optimizer, args.log_alpha_clip))
                 alpha = log_alpha.exp().detach()
             if actor_updates >= 0:
-                anchor = torch.tensor(args.bc_weight + anchor_weight(args, actor_updates), device=device)  # --anchor-weight
+                anchor.fill_(args.bc_weight + anchor_weight(args, actor_updates))  # --anchor-weight (in place: no copy, no sync)
                 critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
                 loss, log_prob, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], alpha, anchor)
                 critic.requires_grad_(True)
