@@ -95,6 +95,9 @@ class Args:
     """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
     relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data: without it the actor
     leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC (default 0 here: the BC term already holds the actor)"""
+    cql_weight: float = 0.0
+    """weight c of the same CQL regularizer in the EDAC critic loss after the switch, relative to the TD loss as in
+    eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; 0 = the paper's EDAC)"""
     cql_n_actions: int = 4  # differs from td3bc_pretrain.py on purpose: each random action costs N critics
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
@@ -409,6 +412,14 @@ def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, tempera
     return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
 
 
+def add_cql(loss, weight, critic, actor, obs, q_data, args):
+    """(loss + weight |loss| / |CQL| CQL, CQL): the CQL gap summed over members, weighted relative to `loss` as
+    in eq. 21, so that `weight` 1 makes both terms equally large whatever the scale of Q."""
+    low, high = actor.action_bias - actor.action_scale, actor.action_bias + actor.action_scale
+    cql = cql_penalty(critic, obs, q_data, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
+    return loss + weight * loss.detach().abs() / (cql.detach().abs() + 1e-8) * cql, cql
+
+
 def td_target(actor, critic_target, rew, next_obs, term, alpha, gamma):
     """r + gamma (1 - termination) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi; truncated steps bootstrap."""
     next_act, next_log_prob = actor(next_obs)
@@ -427,11 +438,8 @@ def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1)
     mc_loss = mc_loss.sum() if args.pretrain_mse == "sum" else mc_loss.mean()  # --pretrain-mse
     info = {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
-    if args.pretrain_cql_weight > 0:  # --pretrain-cql-weight: pessimism off the data, weighted as in eq. 21
-        low, high = actor.action_bias - actor.action_scale, actor.action_bias + actor.action_scale
-        cql = cql_penalty(critic, batch["obs"], q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-        info["losses/critic_cql"] = cql
-        mc_loss = mc_loss + args.pretrain_cql_weight * mc_loss.detach().abs() / (cql.detach().abs() + 1e-8) * cql
+    if args.pretrain_cql_weight > 0:  # --pretrain-cql-weight: pessimism off the data
+        mc_loss, info["losses/critic_cql"] = add_cql(mc_loss, args.pretrain_cql_weight, critic, actor, batch["obs"], q, args)
     return mc_loss + eta * diversity, info
 
 
@@ -441,7 +449,11 @@ def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
         q_target = td_target(actor, critic_target, batch["rew"], batch["next_obs"], batch["term"], alpha, args.gamma)
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
-    return td_loss + eta * diversity, {
+    loss, info = td_loss, {}
+    if args.cql_weight > 0:  # --cql-weight: keep the ensemble pessimistic off the data
+        loss, info["losses/critic_cql"] = add_cql(td_loss, args.cql_weight, critic, actor, batch["obs"], q, args)
+    return loss + eta * diversity, {
+        **info,
         "losses/critic_td": td_loss,
         "losses/critic_diversity": diversity,
         "losses/q_mean": q.mean().detach(),
@@ -619,6 +631,8 @@ def check_args(args: Args):
         problems.append(f"--bc-weight must be >= 0 (got {args.bc_weight})")
     if args.pretrain_cql_weight < 0:
         problems.append(f"--pretrain-cql-weight must be >= 0 (got {args.pretrain_cql_weight})")
+    if args.cql_weight < 0:
+        problems.append(f"--cql-weight must be >= 0 (got {args.cql_weight})")
     if args.cql_temperature <= 0:
         problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
     if args.anchor_weight < 0:

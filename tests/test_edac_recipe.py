@@ -199,3 +199,38 @@ def test_cql_pretraining_default_per_script():
     assert EB.resolve_defaults(EB.Args(env_id="hopper-medium")).pretrain_cql_weight == 0.0
     assert E.resolve_defaults(E.Args(env_id="hopper-medium", pretrain_cql_weight=0.0)).pretrain_cql_weight == 0.0
     assert E.Args().cql_n_actions == 4
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+def test_finetune_cql_keeps_q_low_off_the_data(module):
+    """--cql-weight: the same penalty in EDAC's critic loss after the switch. On terminal transitions (target = reward)
+    the critics fitted without it are as high off the data as on it; with it they are lower off the data."""
+    low, high = -np.ones(1, np.float32), np.ones(1, np.float32)
+    obs, act = torch.randn(256, 2, generator=torch.Generator().manual_seed(1)), torch.full((256, 1), 0.5)
+    batch = {"obs": obs, "act": act, "rew": torch.ones(256), "next_obs": obs, "term": torch.ones(256)}
+    gaps = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        actor = module.Actor(2, 1, (8,), False, low, high)
+        critic = module.Critic(2, 1, (32, 32), True, num_critics=3)
+        args = SimpleNamespace(gamma=0.99, cql_weight=weight, cql_n_actions=8, cql_temperature=1.0)
+        optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
+        for _ in range(300):
+            loss, info = module.finetune_critic_loss(critic, actor, critic, batch, 0.1, 0.0, args)
+            module.gradient_step(optimizer, loss)
+        assert ("losses/critic_cql" in info) == (weight > 0)
+        with torch.no_grad():
+            on_data = critic(obs, act).min(0).values.mean().item()
+            gaps[weight] = on_data - critic(obs, torch.full((256, 1), -0.9)).min(0).values.mean().item()
+        assert on_data == pytest.approx(1.0, abs=0.2)
+    assert abs(gaps[0.0]) < 0.3 and gaps[1.0] > 0.5, gaps
+
+
+def test_finetune_cql_end_to_end_and_errors(minari_root, tmp_path):
+    res = run_edac(TINY_EDAC + ["--total-timesteps", "40", "--pretrain-steps", "20", "--eval-freq", "40", "--log-freq", "10",
+                                "--cql-weight", "0.5", "--runs-dir", str(tmp_path)])  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(os.path.join(run_dir_of(res.stdout), "losses.csv"))))
+    assert {int(r["update"]) for r in rows if r["name"] == "losses/critic_cql" and r["phase"] == "finetune"} == {30, 40}
+    res = run_edac(TINY_EDAC + ["--cql-weight", "-1"])
+    assert res.returncode == 1 and "--cql-weight must be >= 0 (got -1.0)" in res.stderr
