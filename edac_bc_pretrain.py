@@ -508,7 +508,7 @@ def anchor_weight(args, actor_updates: int) -> float:
 def alpha_loss(log_alpha, log_prob, target_entropy):
     """SAC temperature: raise alpha while the entropy is below the target, lower it above."""
     loss = -(log_alpha * (log_prob + target_entropy)).mean()
-    return loss, {"losses/alpha": loss, "charts/alpha": log_alpha.exp().detach()}
+    return loss, {"losses/alpha_loss": loss, "charts/alpha": log_alpha.exp().detach()}
 
 
 def gradient_step(optimizer, loss):
