@@ -232,7 +232,7 @@ def test_finetune_cql_end_to_end_and_errors(minari_root, tmp_path):
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(os.path.join(run_dir_of(res.stdout), "losses.csv"))))
     assert {int(r["update"]) for r in rows if r["name"] == "losses/critic_cql" and r["phase"] == "finetune"} == {30, 40}
-    status = [line for line in res.stdout.splitlines() if line.startswith("[finetune")]
+    status = [line for line in res.stdout.splitlines() if line.startswith("[finetune ")]
     assert status and all("alpha_loss" in line and " alpha " not in line for line in status)  # the loss, named as such
     res = run_edac(TINY_EDAC + ["--cql-weight", "-1"])
     assert res.returncode == 1 and "--cql-weight must be >= 0 (got -1.0)" in res.stderr
