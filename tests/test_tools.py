@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 from conftest import run_script
 
 
@@ -62,3 +64,27 @@ def test_profile_update_runs_each_td3bc_phase():
         assert f"td3bc_pretrain {phase}, fp32, eager:" in res.stdout and "Self CPU" in res.stdout
     res = run_script(["--script", "td3bc_pretrain", "--phase", "critic-pretrain"], script="tools/profile_update.py")
     assert res.returncode == 2 and "--phase for td3bc_pretrain: one of pretrain, finetune" in res.stderr
+
+
+def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
+    """tools/rollout.py loads the actor and the state normalization the run evaluated with: its first episode, reset
+    with the run's evaluation seed, returns exactly what eval.csv recorded (one episode per evaluation)."""
+    import csv
+    import os
+
+    from conftest import TINY, run_dir_of
+
+    import utils
+
+    for script, extra in (("td3bc_pretrain.py", []), ("edac_pretrain.py", ["--num-critics", "2", "--entropy-samples", "2"])):
+        flags = [*TINY, *extra, "--total-timesteps", "30", "--pretrain-steps", "10", "--eval-freq", "30", "--eval-episodes", "1"]
+        res = run_script([*flags, "--save-model", "--runs-dir", str(tmp_path / script)], script=script)
+        assert res.returncode == 0, res.stderr
+        run_dir = run_dir_of(res.stdout)
+        recorded = float(list(csv.DictReader(open(os.path.join(run_dir, "eval.csv"))))[-1]["return_mean"])
+        seed = utils.eval_seeds(1, 1)[0]
+        res = run_script([run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"], script="tools/rollout.py")
+        assert res.returncode == 0, res.stderr
+        assert "checkpoint at update 30 (finetune)" in res.stdout and "squared distance to the dataset's action" in res.stdout
+        returns = [float(m) for m in re.findall(r"episode \d: return (-?[\d.]+)", res.stdout)]
+        assert len(returns) == 2 and returns[0] == pytest.approx(recorded, abs=0.5), (returns, recorded)

@@ -1,0 +1,91 @@
+"""Watch what a checkpoint's policy does: its deterministic actor's actions on the dataset's states (squared
+distance to the dataset's actions, per-dimension means), then episodes on the dataset's evaluation env with the
+return, the reward of each fifth of the episode and, on HalfCheetah, the step from which the cheetah lies on
+its back (torso pitch |obs[1]| > 1.5 rad; it does not get up again).
+
+    python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000]
+
+RUN_DIR: a run directory written with --save-model (its config.json names the script and the dataset).
+"""
+
+import argparse
+import importlib
+import inspect
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils  # noqa: E402
+
+FLIP_ANGLE = 1.5  # rad; HalfCheetah's obs[1] is the torso's pitch
+
+
+def load_actor(run_dir):
+    """(the script's module, its config, the actor with the checkpoint's weights, obs mean, obs std, dataset)."""
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    module = importlib.import_module(config["script"][: -len(".py")])
+    args = module.load_resume_args(run_dir)
+    dataset = utils.load_dataset(args.env_id)
+    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
+    obs_dim, act_dim = dataset.observation_space.shape[0], dataset.action_space.shape[0]
+    low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
+    extra = {"affine": args.layernorm_affine} if hasattr(args, "layernorm_affine") else {}
+    actor = module.Actor(obs_dim, act_dim, args.actor_hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16, **extra)
+    actor.load_state_dict(ckpt["actor"])
+    return actor, ckpt, dataset
+
+
+@torch.no_grad()
+def act(actor, obs):
+    """The deterministic action: TD3+BC's actor is deterministic, EDAC's takes tanh of its mean."""
+    obs = torch.as_tensor(obs, dtype=torch.float32)
+    if "deterministic" in inspect.signature(actor.forward).parameters:
+        return actor(obs, deterministic=True)[0].numpy()
+    return actor(obs).numpy()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--episodes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1000, help="episode i is reset with seed + i")
+    parser.add_argument("--data-episodes", type=int, default=50, help="dataset episodes for the action statistics")
+    opts = parser.parse_args()
+    actor, ckpt, dataset = load_actor(opts.run_dir)
+    mean, std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
+    print(f"{opts.run_dir}: checkpoint at update {ckpt['update']} ({ckpt['phase']})")
+
+    obs, acts = [], []
+    for i, episode in enumerate(dataset.iterate_episodes()):
+        if i >= opts.data_episodes:
+            break
+        obs.append(episode.observations[:-1]), acts.append(episode.actions)
+    obs, acts = np.concatenate(obs), np.concatenate(acts)
+    policy_acts = act(actor, (obs - mean) / std)
+    print(f"on {len(obs)} dataset states: squared distance to the dataset's action {((policy_acts - acts) ** 2).sum(1).mean():.3f}; "
+          f"mean action {np.array2string(policy_acts.mean(0), precision=2)} (dataset {np.array2string(acts.mean(0), precision=2)})")
+
+    env = dataset.recover_environment(eval_env=True)
+    cheetah = "HalfCheetah" in env.spec.id
+    for e in range(opts.episodes):
+        o, _ = env.reset(seed=opts.seed + e)
+        rewards, angles, done = [], [], False
+        while not done:
+            o, r, terminated, truncated, _ = env.step(act(actor, ((o - mean) / std)[None])[0])
+            rewards.append(r), angles.append(o[1])
+            done = terminated or truncated
+        rewards, angles = np.array(rewards), np.array(angles)
+        fifths = [round(float(part.sum())) for part in np.array_split(rewards, 5)]
+        line = f"episode {e}: return {rewards.sum():.0f}, {len(rewards)} steps, reward per fifth {fifths}"
+        if cheetah:
+            flipped = np.flatnonzero(np.abs(angles) > FLIP_ANGLE)
+            line += f", on its back from step {flipped[0]}" if len(flipped) else ", never on its back"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
