@@ -1,7 +1,7 @@
 """Watch what a checkpoint's policy does: its deterministic actor's actions on the dataset's states (squared
 distance to the dataset's actions, per-dimension means), then episodes on the dataset's evaluation env with the
 return, the reward of each fifth of the episode and, on HalfCheetah, the step from which the cheetah lies on
-its back (torso pitch |obs[1]| > 1.5 rad; it does not get up again).
+its back (torso pitch |obs[1]| > 1.5 rad) and whether it got up again.
 
     python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000]
 
@@ -83,7 +83,10 @@ def main():
         line = f"episode {e}: return {rewards.sum():.0f}, {len(rewards)} steps, reward per fifth {fifths}"
         if cheetah:
             flipped = np.flatnonzero(np.abs(angles) > FLIP_ANGLE)
-            line += f", on its back from step {flipped[0]}" if len(flipped) else ", never on its back"
+            if len(flipped):
+                line += f", on its back from step {flipped[0]}" + (" to the end" if abs(angles[-1]) > FLIP_ANGLE else " (got up again)")
+            else:
+                line += ", never on its back"
         print(line)
 
 
