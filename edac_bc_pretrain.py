@@ -95,9 +95,10 @@ class Args:
     """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
     relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data: without it the actor
     leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC (default 0 here: the BC term already holds the actor)"""
-    cql_weight: float = 0.0
+    cql_weight: Optional[float] = None
     """weight c of the same CQL regularizer in the EDAC critic loss after the switch, relative to the TD loss as in
-    eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; 0 = the paper's EDAC)"""
+    eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; default: the
+    --pretrain-cql-weight, so --pretrain-cql-weight 0 alone is the paper's EDAC)"""
     cql_n_actions: int = 4  # differs from td3bc_pretrain.py on purpose: each random action costs N critics
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
@@ -190,6 +191,7 @@ def resolve_defaults(args: Args) -> Args:
         "eta": eta,
         "pretrain_cql_weight": 0.0,
     }
+    filled["cql_weight"] = filled["pretrain_cql_weight"] if args.pretrain_cql_weight is None else args.pretrain_cql_weight
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
     return replace(args, **filled)
@@ -681,6 +683,8 @@ def load_resume_args(run_dir: str) -> Args:
     config["resume"] = run_dir
     written_by = config.pop("script", None)
     config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
+    for added_since in ("pretrain_cql_weight", "cql_weight"):  # runs written before these flags trained without CQL
+        config.setdefault(added_since, 0.0)
     unknown = sorted(set(config) - set(Args.__dataclass_fields__))
     this_script = os.path.basename(__file__)
     if unknown or (written_by is not None and written_by != this_script):

@@ -50,13 +50,17 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     config = json.load(open(path))
     config["hidden_dims"] = config.pop("actor_hidden_dims")
     del config["critic_hidden_dims"]
-    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "pretrain_tol"):  # flags newer than the run
+    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol"):  # flags newer than the run
         config.pop(added_since, None)
     json.dump(config, open(path, "w"))
     args = module.load_resume_args(run_dir)
     assert args.actor_hidden_dims == args.critic_hidden_dims == (8, 8)
     fresh = module.resolve_defaults(module.Args(env_id=args.env_id, total_timesteps=20, pretrain_steps=10))
-    assert args.pretrain_cql_weight == fresh.pretrain_cql_weight and args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
+    assert args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
+    if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
+        assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == fresh.cql_weight
+    else:
+        assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
     module.check_args(args)
 
 
@@ -199,6 +203,13 @@ def test_cql_pretraining_default_per_script():
     assert EB.resolve_defaults(EB.Args(env_id="hopper-medium")).pretrain_cql_weight == 0.0
     assert E.resolve_defaults(E.Args(env_id="hopper-medium", pretrain_cql_weight=0.0)).pretrain_cql_weight == 0.0
     assert E.Args().cql_n_actions == 4
+    # --cql-weight (finetuning) follows --pretrain-cql-weight unless set: one flag gives the paper's EDAC
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium")).cql_weight == 1.0
+    assert EB.resolve_defaults(EB.Args(env_id="hopper-medium")).cql_weight == 0.0
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium", pretrain_cql_weight=0.0)).cql_weight == 0.0
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium", pretrain_cql_weight=0.5)).cql_weight == 0.5
+    assert E.resolve_defaults(E.Args(env_id="hopper-medium", cql_weight=0.0)).pretrain_cql_weight == 1.0
+    assert EB.resolve_defaults(EB.Args(env_id="hopper-medium", pretrain_cql_weight=2.0)).cql_weight == 2.0
 
 
 @pytest.mark.parametrize("module", EDAC_MODULES)
