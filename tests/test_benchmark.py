@@ -60,6 +60,13 @@ def test_table_and_window_scores(synthetic, tmp_path):
     assert os.path.getsize(tmp_path / "out" / "local-hopper-medium-v0__td3bc_pretrain.png") > 1000
 
 
+def test_together_plot(synthetic, tmp_path):
+    summarize.main([synthetic, "--out", str(tmp_path / "out"), "--together"])
+    assert os.path.getsize(tmp_path / "out" / "local-hopper-medium-v0__together.png") > 1000
+    summarize.main([synthetic, "--out", str(tmp_path / "plain")])
+    assert not os.path.exists(tmp_path / "plain" / "local-hopper-medium-v0__together.png")
+
+
 def test_summarize_without_runs_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs"):
         summarize.main([str(tmp_path)])

@@ -14,6 +14,7 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
   above the threshold until the run's end (a lucky early evaluation does not count); with
   --allow-dips K, up to K later evaluations may fall below it (one bad evaluation at the end of a
   long plateau does not erase the plateau).
+- --together: also one plot per dataset with every group's seed-mean curve (e.g. Appendix C's modes).
 """
 
 import argparse
@@ -209,11 +210,44 @@ def plot(groups, out_dir):
     return paths
 
 
+def plot_together(groups, out_dir):
+    """--together: one figure per dataset with the seed-mean curve of every group (e.g. the Appendix C modes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    paths = []
+    for dataset in sorted({d for d, _, _ in groups}):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (d, algorithm, pretrained), runs in sorted(groups.items()):
+            if d != dataset:
+                continue
+            updates, mean, std, _ = mean_curve(runs)
+            lengths = ", ".join(f"{r['pretrain_steps'] / 1000:g}k" for r in runs) if pretrained else "none"
+            line = ax.plot(updates, mean, label=f"{algorithm}, pretraining {lengths} ({len(runs)} seeds)")[0]
+            ax.fill_between(updates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        ax.set_xlabel("updates (pretraining included)")
+        ax.set_ylabel("normalized score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{dataset} (mean ± std over seeds)")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{dataset.replace('/', '-')}__together.png")
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="folder holding the run directories (searched recursively)")
     parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--together", action="store_true", help="also one plot per dataset with every group's curve")
     parser.add_argument(
         "--window",
         type=int,
@@ -246,7 +280,7 @@ def main(argv=None):
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
         if not args.no_plots:
-            for path in plot(groups, args.out):
+            for path in plot(groups, args.out) + (plot_together(groups, args.out) if args.together else []):
                 print(f"wrote {path}")
 
 
