@@ -1,9 +1,8 @@
-"""tools/speed_reference.py: the CORL-structured reference loops run and print their speed."""
+"""tools/: the CORL-structured reference loops run and print their speed; rollout.py replays a checkpoint."""
 
 import re
 
 import pytest
-
 from conftest import run_script
 
 

@@ -66,8 +66,10 @@ def main():
         obs.append(episode.observations[:-1]), acts.append(episode.actions)
     obs, acts = np.concatenate(obs), np.concatenate(acts)
     policy_acts = act(actor, (obs - mean) / std)
-    print(f"on {len(obs)} dataset states: squared distance to the dataset's action {((policy_acts - acts) ** 2).sum(1).mean():.3f}; "
-          f"mean action {np.array2string(policy_acts.mean(0), precision=2)} (dataset {np.array2string(acts.mean(0), precision=2)})")
+    print(
+        f"on {len(obs)} dataset states: squared distance to the dataset's action {((policy_acts - acts) ** 2).sum(1).mean():.3f}; "
+        f"mean action {np.array2string(policy_acts.mean(0), precision=2)} (dataset {np.array2string(acts.mean(0), precision=2)})"
+    )
 
     env = dataset.recover_environment(eval_env=True)
     cheetah = "HalfCheetah" in env.spec.id
