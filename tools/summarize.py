@@ -202,12 +202,18 @@ def plot(groups, out_dir):
             ax.grid(alpha=0.3)
         axes[0].legend()
         fig.suptitle(f"{dataset}: {algorithm} (mean ± std over seeds)")
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{dataset.replace('/', '-')}__{algorithm}.png")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save(fig, out_dir, f"{dataset.replace('/', '-')}__{algorithm}.png"))
     return paths
+
+
+def save(fig, out_dir, name):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def plot_together(groups, out_dir):
@@ -234,11 +240,7 @@ def plot_together(groups, out_dir):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title(f"{dataset} (mean ± std over seeds)")
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{dataset.replace('/', '-')}__together.png")
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save(fig, out_dir, f"{dataset.replace('/', '-')}__together.png"))
     return paths
 
 
