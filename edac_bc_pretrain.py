@@ -94,7 +94,8 @@ class Args:
     pretrain_cql_weight: Optional[float] = None
     """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
     relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data: without it the actor
-    leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC (default 0 here: the BC term already holds the actor)"""
+    leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC, with --cql-weight
+    following it unless set (default 0 here: the BC term already holds the actor)"""
     cql_weight: Optional[float] = None
     """weight c of the same CQL regularizer in the EDAC critic loss after the switch, relative to the TD loss as in
     eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; default: the

@@ -25,7 +25,7 @@ FLIP_ANGLE = 1.5  # rad; HalfCheetah's obs[1] is the torso's pitch
 
 
 def load_actor(run_dir):
-    """(the script's module, its config, the actor with the checkpoint's weights, obs mean, obs std, dataset)."""
+    """(the actor with the checkpoint's weights, the checkpoint, the dataset), built as the run's script built them."""
     config = json.load(open(os.path.join(run_dir, "config.json")))
     module = importlib.import_module(config["script"][: -len(".py")])
     args = module.load_resume_args(run_dir)
