@@ -104,11 +104,13 @@ class Args:
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
     """temperature of the CQL logsumexp"""
-    anchor_weight: float = 0.0
+    anchor_weight: Optional[float] = None
     """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
-    eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off)"""
-    anchor_steps: int = 5000
-    """actor updates after the switch over which --anchor-weight decays to 0"""
+    eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off;
+    default from the task: ANCHOR below)"""
+    anchor_steps: Optional[int] = None
+    """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default from the
+    task: ANCHOR below)"""
     alpha_first: bool = False
     """update order alpha -> actor -> critic (the paper's code) instead of actor -> alpha -> critic"""
     log_alpha_clip: Optional[float] = None
@@ -177,11 +179,17 @@ def task_defaults(env_id: str, task: Optional[str]):
 TD_LAMBDA = {"halfcheetah": 0.1, "walker2d": 0.1}
 
 
+# ALGO LOGIC: not in the paper: (--anchor-weight, --anchor-steps) where the actor must stay held to the data after the
+# switch; empty here on purpose (edac_pretrain.py holds halfcheetah): --bc-weight already holds the actor
+ANCHOR = {}
+
+
 def resolve_defaults(args: Args) -> Args:
     """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     total, pretrain = utils.default_budget(task)
     num_critics, eta = task_defaults(args.env_id, task)
+    anchor_weight, anchor_steps = ANCHOR.get(task, (0.0, 5000))
     filled = {
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
@@ -190,6 +198,8 @@ def resolve_defaults(args: Args) -> Args:
         "score_window": utils.default_score_window(task),
         "num_critics": num_critics,
         "eta": eta,
+        "anchor_weight": anchor_weight,
+        "anchor_steps": anchor_steps,
         "pretrain_cql_weight": 0.0,
     }
     filled["cql_weight"] = filled["pretrain_cql_weight"] if args.pretrain_cql_weight is None else args.pretrain_cql_weight
@@ -504,8 +514,10 @@ def soft_bc_loss(actor, obs, act, alpha):
 
 
 def anchor_weight(args, actor_updates: int) -> float:
-    """--anchor-weight after `actor_updates` EDAC actor updates: linear decay to 0 over --anchor-steps."""
-    return args.anchor_weight * max(0.0, 1.0 - actor_updates / max(args.anchor_steps, 1))
+    """--anchor-weight after `actor_updates` EDAC actor updates: linear decay to 0 over --anchor-steps (0: none)."""
+    if args.anchor_steps == 0:
+        return args.anchor_weight
+    return args.anchor_weight * max(0.0, 1.0 - actor_updates / args.anchor_steps)
 
 
 def alpha_loss(log_alpha, log_prob, target_entropy):
@@ -598,7 +610,7 @@ def auto_pretrain_check(plateau, part, value, update, ends, converged, args: Arg
 # plumbing
 def check_args(args: Args):
     problems = []
-    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "anchor_steps", "cql_n_actions"):
+    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", "entropy_samples", "cql_n_actions"):
         if getattr(args, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     auto = args.pretrain_steps == "auto"
@@ -640,6 +652,8 @@ def check_args(args: Args):
         problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
     if args.anchor_weight < 0:
         problems.append(f"--anchor-weight must be >= 0 (got {args.anchor_weight})")
+    if args.anchor_steps < 0:
+        problems.append(f"--anchor-steps must be >= 0, 0 = no decay (got {args.anchor_steps})")
     if args.log_alpha_clip is not None and not args.log_alpha_clip > 0:
         problems.append(f"--log-alpha-clip must be > 0 (got {args.log_alpha_clip})")
     if args.critic_warmup_steps < 0:
@@ -684,7 +698,7 @@ def load_resume_args(run_dir: str) -> Args:
     config["resume"] = run_dir
     written_by = config.pop("script", None)
     config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
-    for added_since in ("pretrain_cql_weight", "cql_weight"):  # runs written before these flags trained without CQL
+    for added_since in ("pretrain_cql_weight", "cql_weight", "anchor_weight"):  # older runs trained without these terms
         config.setdefault(added_since, 0.0)
     unknown = sorted(set(config) - set(Args.__dataclass_fields__))
     this_script = os.path.basename(__file__)

@@ -50,7 +50,8 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     config = json.load(open(path))
     config["hidden_dims"] = config.pop("actor_hidden_dims")
     del config["critic_hidden_dims"]
-    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol"):  # flags newer than the run
+    config["env_id"] = "halfcheetah-random"  # a task whose defaults differ for the newer flags (EDAC's anchor)
+    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol", "anchor_weight", "anchor_steps"):
         config.pop(added_since, None)
     json.dump(config, open(path, "w"))
     args = module.load_resume_args(run_dir)
@@ -59,6 +60,7 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     assert args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
     if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
         assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == fresh.cql_weight
+        assert args.anchor_weight == 0.0 and fresh.anchor_weight == (module is MODULES["edac_pretrain"])  # nor with an anchor
     else:
         assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
     module.check_args(args)
@@ -98,6 +100,21 @@ def test_anchor_schedule(module):
     args = SimpleNamespace(anchor_weight=0.5, anchor_steps=100)
     assert [module.anchor_weight(args, k) for k in (0, 50, 100, 1000)] == [0.5, 0.25, 0.0, 0.0]
     assert module.anchor_weight(SimpleNamespace(anchor_weight=0.0, anchor_steps=100), 0) == 0.0
+    constant = SimpleNamespace(anchor_weight=0.5, anchor_steps=0)  # --anchor-steps 0: it never decays
+    assert [module.anchor_weight(constant, k) for k in (0, 50, 10**6)] == [0.5, 0.5, 0.5]
+
+
+def test_anchor_defaults_per_task_and_script():
+    """edac_pretrain.py holds the actor on halfcheetah (constant, weight 1) and nowhere else; EDAC+BC's own BC term
+    holds its actor, so it adds none; a set value wins; a run written before the flag resumes without it."""
+    E, EB = MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]
+    pick = lambda m, env, **kw: (lambda a: (a.anchor_weight, a.anchor_steps))(m.resolve_defaults(m.Args(env_id=env, **kw)))  # noqa: E731
+    assert pick(E, "halfcheetah-medium") == (1.0, 0)
+    assert pick(E, "local/halfcheetah/medium-v0") == (1.0, 0)
+    assert pick(E, "hopper-medium") == pick(E, "walker2d-medium") == pick(E, "pen-human") == (0.0, 5000)
+    assert pick(EB, "halfcheetah-medium") == pick(EB, "hopper-medium") == (0.0, 5000)
+    assert pick(E, "halfcheetah-medium", anchor_weight=0.0) == (0.0, 0)
+    assert pick(E, "hopper-medium", anchor_weight=0.3, anchor_steps=0) == (0.3, 0)
 
 
 def test_anchor_off_is_exactly_the_sac_loss_and_on_pulls_towards_the_data():
@@ -164,9 +181,9 @@ def test_anchor_end_to_end_logs_its_decay_and_errors(minari_root, tmp_path):
     weights = {int(r["update"]): float(r["value"]) for r in rows if r["name"] == "charts/anchor_weight"}
     # the last actor update of each 10-update interval: 9, 19 (decayed to 0 at 20), then 0
     assert weights == {30: pytest.approx(2.0 * (1 - 9 / 20)), 40: pytest.approx(2.0 * (1 - 19 / 20)), 50: 0.0, 60: 0.0}
-    res = run_edac(TINY_EDAC + ["--anchor-weight", "-1", "--anchor-steps", "0", "--log-alpha-clip", "0"])
+    res = run_edac(TINY_EDAC + ["--anchor-weight", "-1", "--anchor-steps", "-1", "--log-alpha-clip", "0"])
     assert res.returncode == 1
-    for message in ("--anchor-weight must be >= 0 (got -1.0)", "--anchor-steps must be at least 1 (got 0)", "--log-alpha-clip must be > 0"):
+    for message in ("--anchor-weight must be >= 0 (got -1.0)", "--anchor-steps must be >= 0, 0 = no decay (got -1)", "--log-alpha-clip must be > 0"):
         assert message in res.stderr
 
 
