@@ -475,13 +475,15 @@ def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
 
 
 def finetune_actor_loss(actor, critic, obs, act, alpha, anchor):
-    """SAC actor: alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi. The --anchor-weight `anchor` adds hard BC
-    (a~ - a)^2 weighted against it as in eq. 21 (relative to both magnitudes); anchor 0 is exactly the SAC loss."""
+    """SAC actor: alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi. The --anchor-weight `anchor` adds hard BC of the
+    deterministic action, (tanh(mean) - a)^2, weighted against it as in eq. 21 (relative to both magnitudes); anchor 0
+    is exactly the SAC loss. The mean, not a~ (as EDAC+BC's BC term): BC of a~ also shrinks the policy's spread, the
+    entropy falls far below the target and the temperature, then Q, run away (docs/RESULTS.md, halfcheetah)."""
     pi, log_prob = actor(obs)
     q_all = critic(obs, pi)
     q_pi = q_all.min(0).values
     sac_loss = (alpha * log_prob - q_pi).mean()
-    bc_loss = F.mse_loss(pi, act)
+    bc_loss = F.mse_loss(actor(obs, deterministic=True)[0], act)
     loss = sac_loss + anchor * sac_loss.detach().abs() / (bc_loss.detach() + 1e-8) * bc_loss
     info = {"losses/actor": sac_loss, "losses/actor_bc": bc_loss, "losses/entropy": -log_prob.mean().detach()}
     return loss, log_prob.detach(), {**info, **actor_diagnostics(actor, obs, act, q_all)}

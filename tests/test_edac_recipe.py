@@ -138,6 +138,25 @@ def test_anchor_off_is_exactly_the_sac_loss_and_on_pulls_towards_the_data():
     assert distances[10.0] < 0.5 * distances[0.0]
 
 
+def test_anchor_holds_the_mean_not_the_spread():
+    """edac_pretrain.py's anchor is BC of the deterministic action: its gradient reaches the mean's outputs and not
+    the log-std's (BC of the sampled action would shrink the spread, and the temperature would run away)."""
+    E = MODULES["edac_pretrain"]
+    torch.manual_seed(0)
+    low, high = -np.ones(2, np.float32), np.ones(2, np.float32)
+    actor, critic = E.Actor(3, 2, (16,), True, low, high), E.Critic(3, 2, (16,), True, num_critics=2)
+    obs, act = torch.randn(64, 3), torch.full((64, 2), 0.5)
+    grads = {}
+    for weight in (0.0, 10.0):
+        actor.zero_grad()
+        torch.manual_seed(1)  # the same sampled actions for both weights
+        E.finetune_actor_loss(actor, critic, obs, act, torch.tensor(0.2), torch.tensor(weight))[0].backward()
+        grads[weight] = actor.net[-1].bias.grad.clone()  # output layer: 2 means, then 2 log-stds
+    anchor_grad = grads[10.0] - grads[0.0]
+    assert anchor_grad[:2].abs().min() > 1e-3
+    assert anchor_grad[2:].abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("module", EDAC_MODULES)
 @pytest.mark.parametrize("alpha_first", [False, True])
 def test_update_order(module, alpha_first, minari_root, tmp_path, monkeypatch):
