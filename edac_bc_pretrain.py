@@ -99,7 +99,7 @@ class Args:
     cql_weight: Optional[float] = None
     """weight c of the same CQL regularizer in the EDAC critic loss after the switch, relative to the TD loss as in
     eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; default: the
-    --pretrain-cql-weight, so --pretrain-cql-weight 0 alone is the paper's EDAC)"""
+    --pretrain-cql-weight, so --pretrain-cql-weight 0 alone is the paper's EDAC; 0 where HELD_ACTOR says so)"""
     cql_n_actions: int = 4  # differs from td3bc_pretrain.py on purpose: each random action costs N critics
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
@@ -107,10 +107,10 @@ class Args:
     anchor_weight: Optional[float] = None
     """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
     eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off;
-    default from the task: ANCHOR below)"""
+    default: 1 on halfcheetah, else 0; HELD_ACTOR below)"""
     anchor_steps: Optional[int] = None
-    """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default from the
-    task: ANCHOR below)"""
+    """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default: 0 on
+    halfcheetah, else 5000)"""
     alpha_first: bool = False
     """update order alpha -> actor -> critic (the paper's code) instead of actor -> alpha -> critic"""
     log_alpha_clip: Optional[float] = None
@@ -179,9 +179,9 @@ def task_defaults(env_id: str, task: Optional[str]):
 TD_LAMBDA = {"halfcheetah": 0.1, "walker2d": 0.1}
 
 
-# ALGO LOGIC: not in the paper: (--anchor-weight, --anchor-steps) where the actor must stay held to the data after the
-# switch; empty here on purpose (edac_pretrain.py holds halfcheetah): --bc-weight already holds the actor
-ANCHOR = {}
+# ALGO LOGIC: not in the paper: where the actor must stay held to the data after the switch; empty here on purpose
+# (edac_pretrain.py holds halfcheetah): --bc-weight already holds the actor
+HELD_ACTOR = {}
 
 
 def resolve_defaults(args: Args) -> Args:
@@ -189,7 +189,6 @@ def resolve_defaults(args: Args) -> Args:
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     total, pretrain = utils.default_budget(task)
     num_critics, eta = task_defaults(args.env_id, task)
-    anchor_weight, anchor_steps = ANCHOR.get(task, (0.0, 5000))
     filled = {
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
@@ -198,11 +197,12 @@ def resolve_defaults(args: Args) -> Args:
         "score_window": utils.default_score_window(task),
         "num_critics": num_critics,
         "eta": eta,
-        "anchor_weight": anchor_weight,
-        "anchor_steps": anchor_steps,
+        "anchor_weight": 0.0,
+        "anchor_steps": 5000,
         "pretrain_cql_weight": 0.0,
     }
     filled["cql_weight"] = filled["pretrain_cql_weight"] if args.pretrain_cql_weight is None else args.pretrain_cql_weight
+    filled.update(HELD_ACTOR.get(task, {}))
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
     return replace(args, **filled)

@@ -59,7 +59,7 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     fresh = module.resolve_defaults(module.Args(env_id=args.env_id, total_timesteps=20, pretrain_steps=10))
     assert args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
     if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
-        assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == fresh.cql_weight
+        assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == (module is MODULES["edac_pretrain"])
         assert args.anchor_weight == 0.0 and fresh.anchor_weight == (module is MODULES["edac_pretrain"])  # nor with an anchor
     else:
         assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
@@ -105,16 +105,19 @@ def test_anchor_schedule(module):
 
 
 def test_anchor_defaults_per_task_and_script():
-    """edac_pretrain.py holds the actor on halfcheetah (constant, weight 1) and nowhere else; EDAC+BC's own BC term
-    holds its actor, so it adds none; a set value wins; a run written before the flag resumes without it."""
+    """edac_pretrain.py holds the actor on halfcheetah (constant, weight 1, no CQL after the switch) and nowhere else;
+    EDAC+BC's own BC term holds its actor, so it adds none; a set value wins."""
     E, EB = MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]
-    pick = lambda m, env, **kw: (lambda a: (a.anchor_weight, a.anchor_steps))(m.resolve_defaults(m.Args(env_id=env, **kw)))  # noqa: E731
-    assert pick(E, "halfcheetah-medium") == (1.0, 0)
-    assert pick(E, "local/halfcheetah/medium-v0") == (1.0, 0)
-    assert pick(E, "hopper-medium") == pick(E, "walker2d-medium") == pick(E, "pen-human") == (0.0, 5000)
-    assert pick(EB, "halfcheetah-medium") == pick(EB, "hopper-medium") == (0.0, 5000)
-    assert pick(E, "halfcheetah-medium", anchor_weight=0.0) == (0.0, 0)
-    assert pick(E, "hopper-medium", anchor_weight=0.3, anchor_steps=0) == (0.3, 0)
+
+    def pick(module, env, **kw):
+        args = module.resolve_defaults(module.Args(env_id=env, **kw))
+        return args.anchor_weight, args.anchor_steps, args.pretrain_cql_weight, args.cql_weight
+
+    assert pick(E, "halfcheetah-medium") == pick(E, "local/halfcheetah/medium-v0") == (1.0, 0, 1.0, 0.0)
+    assert pick(E, "hopper-medium") == pick(E, "walker2d-medium") == pick(E, "pen-human") == (0.0, 5000, 1.0, 1.0)
+    assert pick(EB, "halfcheetah-medium") == pick(EB, "hopper-medium") == (0.0, 5000, 0.0, 0.0)
+    assert pick(E, "halfcheetah-medium", anchor_weight=0.0, cql_weight=1.0) == (0.0, 0, 1.0, 1.0)
+    assert pick(E, "hopper-medium", anchor_weight=0.3, anchor_steps=0) == (0.3, 0, 1.0, 1.0)
 
 
 def test_anchor_off_is_exactly_the_sac_loss_and_on_pulls_towards_the_data():
