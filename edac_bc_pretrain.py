@@ -107,10 +107,9 @@ class Args:
     anchor_weight: Optional[float] = None
     """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
     eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off;
-    default: 1 on halfcheetah, else 0; HELD_ACTOR below)"""
+    default 0 here on every task, see HELD_ACTOR below)"""
     anchor_steps: Optional[int] = None
-    """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default: 0 on
-    halfcheetah, else 5000)"""
+    """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default 5000)"""
     alpha_first: bool = False
     """update order alpha -> actor -> critic (the paper's code) instead of actor -> alpha -> critic"""
     log_alpha_clip: Optional[float] = None

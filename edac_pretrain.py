@@ -106,9 +106,9 @@ class Args:
     cql_temperature: float = 1.0
     """temperature of the CQL logsumexp"""
     anchor_weight: Optional[float] = None
-    """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
-    eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off;
-    default: 1 on halfcheetah, else 0; HELD_ACTOR below)"""
+    """hold the actor near the data after the switch: hard BC of its deterministic action, weighted against the SAC
+    loss as in eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 =
+    off; default: 1 on halfcheetah, else 0; HELD_ACTOR below)"""
     anchor_steps: Optional[int] = None
     """actor updates after the switch over which --anchor-weight decays to 0; 0 = it never decays (default: 0 on
     halfcheetah, else 5000)"""
