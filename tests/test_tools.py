@@ -65,6 +65,15 @@ def test_profile_update_runs_each_td3bc_phase():
     assert res.returncode == 2 and "--phase for td3bc_pretrain: one of pretrain, finetune" in res.stderr
 
 
+def test_profile_update_runs_each_edac_phase():
+    """EDAC's phases with the script's current loss signatures and defaults (CQL on in both phases, anchor off)."""
+    for phase in ("actor-pretrain", "critic-pretrain", "finetune"):
+        res = run_script(["--script", "edac_pretrain", "--phase", phase, "--num-critics", "2", "--no-compile", "--steps", "2",
+                          "--top", "3"], script="tools/profile_update.py")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert f"edac_pretrain {phase}" in res.stdout and "Self CPU" in res.stdout
+
+
 def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
     """tools/rollout.py loads the actor and the state normalization the run evaluated with: its first episode, reset
     with the run's evaluation seed, returns exactly what eval.csv recorded (one episode per evaluation)."""

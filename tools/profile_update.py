@@ -39,7 +39,11 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
              "rew": torch.randn(batch_size), "next_obs": torch.randn(batch_size, obs_dim), "term": torch.zeros(batch_size),
              "mc_return": torch.randn(batch_size), "soft_return": torch.randn(batch_size)}  # fmt: skip
     compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    script_args = module.Args(num_critics=n, eta=1.0, td_lambda=0.0) if edac else module.Args(alpha=2.5, pretrain_cql_weight=0.0, td_lambda=0.0)
+    script_args = (
+        module.Args(num_critics=n, eta=1.0, td_lambda=0.0, pretrain_cql_weight=1.0, cql_weight=1.0)
+        if edac
+        else module.Args(alpha=2.5, pretrain_cql_weight=0.0, td_lambda=0.0)
+    )
     params, target_params = list(critic.parameters()), list(critic_target.parameters())
     if not edac:
         params, target_params = params + list(actor.parameters()), target_params + list(actor_target.parameters())
@@ -64,6 +68,7 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
     log_alpha = torch.zeros((), requires_grad=True)
     alpha_opt = torch.optim.Adam([log_alpha], lr=3e-4, fused=True)
     bc, actor_fine = compile_fn(module.soft_bc_loss), compile_fn(module.finetune_actor_loss)
+    anchor = torch.zeros(())  # --anchor-weight: off, as on every task but halfcheetah
 
     def step(i):
         alpha = log_alpha.exp().detach()
@@ -74,7 +79,7 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
             return
         if phase == "finetune":
             critic.requires_grad_(False)
-            loss, log_prob, _ = actor_fine(actor, critic, batch["obs"], batch["act"], alpha)
+            loss, log_prob, _ = actor_fine(actor, critic, batch["obs"], batch["act"], alpha, anchor)
             critic.requires_grad_(True)
             module.gradient_step(actor_opt, loss)
             module.gradient_step(alpha_opt, module.alpha_loss(log_alpha, log_prob, -float(act_dim))[0])
