@@ -104,6 +104,10 @@ class Args:
     """uniform random actions in the CQL logsumexp"""
     cql_temperature: float = 1.0
     """temperature of the CQL logsumexp"""
+    cql_cap: bool = True
+    """cap the eq. 21 factor |loss| / |CQL| of the CQL terms so that the CQL gradient on a Q-value is never larger
+    than the loss's typical one (2 x its RMS error): the CQL gap starts near 0, where the bare factor explodes
+    and the CQL term stalls the critics' fit for thousands of updates (docs/RESULTS.md); --no-cql-cap = eq. 21 as is"""
     anchor_weight: Optional[float] = None
     """hold the actor near the data after the switch: hard BC on the actor, weighted against the SAC loss as in
     eq. 21, starting at this weight and decaying linearly to 0 over --anchor-steps (not in the paper; 0 = off;
@@ -424,12 +428,18 @@ def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, tempera
     return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
 
 
-def add_cql(loss, weight, critic, actor, obs, q_data, args):
-    """(loss + weight |loss| / |CQL| CQL, CQL): the CQL gap summed over members, weighted relative to `loss` as
-    in eq. 21, so that `weight` 1 makes both terms equally large whatever the scale of Q."""
+def add_cql(loss, weight, critic, actor, obs, q_data, target, args):
+    """(loss + weight f CQL, CQL): the CQL gap summed over members, weighted relative to `loss` as in eq. 21,
+    f = |loss| / |CQL|, so that `weight` 1 makes both terms equally large whatever the scale of Q. --cql-cap caps f
+    where the CQL gradient on one Q-value would exceed the loss's typical one: with `loss` = s sum_i mean_b
+    (Q_ib - y_b)^2 (s = 1 or 1/N), that gradient is 2 s |Q - y| and CQL's is f, so f <= 2 |loss| / (N rms)."""
     low, high = actor.action_bias - actor.action_scale, actor.action_bias + actor.action_scale
     cql = cql_penalty(critic, obs, q_data, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-    return loss + weight * loss.detach().abs() / (cql.detach().abs() + 1e-8) * cql, cql
+    factor = loss.detach().abs() / (cql.detach().abs() + 1e-8)
+    if args.cql_cap:
+        rms = (q_data.detach() - target).pow(2).mean().sqrt()
+        factor = torch.minimum(factor, 2 * loss.detach().abs() / (q_data.shape[0] * rms + 1e-8))
+    return loss + weight * factor * cql, cql, factor
 
 
 def td_target(actor, critic_target, rew, next_obs, term, alpha, gamma):
@@ -451,7 +461,9 @@ def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     mc_loss = mc_loss.sum() if args.pretrain_mse == "sum" else mc_loss.mean()  # --pretrain-mse
     info = {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
     if args.pretrain_cql_weight > 0:  # --pretrain-cql-weight: pessimism off the data
-        mc_loss, info["losses/critic_cql"] = add_cql(mc_loss, args.pretrain_cql_weight, critic, actor, batch["obs"], q, args)
+        mc_loss, info["losses/critic_cql"], info["losses/critic_cql_factor"] = add_cql(
+            mc_loss, args.pretrain_cql_weight, critic, actor, batch["obs"], q, target, args
+        )
     return mc_loss + eta * diversity, info
 
 
@@ -463,7 +475,9 @@ def finetune_critic_loss(critic, actor, critic_target, batch, alpha, eta, args):
     td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
     loss, info = td_loss, {}
     if args.cql_weight > 0:  # --cql-weight: keep the ensemble pessimistic off the data
-        loss, info["losses/critic_cql"] = add_cql(td_loss, args.cql_weight, critic, actor, batch["obs"], q, args)
+        loss, info["losses/critic_cql"], info["losses/critic_cql_factor"] = add_cql(
+            td_loss, args.cql_weight, critic, actor, batch["obs"], q, q_target, args
+        )
     return loss + eta * diversity, {
         **info,
         "losses/critic_td": td_loss,
@@ -699,6 +713,7 @@ def load_resume_args(run_dir: str) -> Args:
     config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
     for added_since in ("pretrain_cql_weight", "cql_weight", "anchor_weight"):  # older runs trained without these terms
         config.setdefault(added_since, 0.0)
+    config.setdefault("cql_cap", False)  # nor with the cap
     unknown = sorted(set(config) - set(Args.__dataclass_fields__))
     this_script = os.path.basename(__file__)
     if unknown or (written_by is not None and written_by != this_script):

@@ -3,6 +3,7 @@ weighting, update order, log-alpha clip) and the decaying actor anchor after the
 
 import csv
 import importlib
+import json
 import os
 from dataclasses import replace
 from types import SimpleNamespace
@@ -51,7 +52,7 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     config["hidden_dims"] = config.pop("actor_hidden_dims")
     del config["critic_hidden_dims"]
     config["env_id"] = "halfcheetah-random"  # a task whose defaults differ for the newer flags (EDAC's anchor)
-    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol", "anchor_weight", "anchor_steps"):
+    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol", "anchor_weight", "anchor_steps", "cql_cap"):
         config.pop(added_since, None)
     json.dump(config, open(path, "w"))
     args = module.load_resume_args(run_dir)
@@ -61,6 +62,7 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
         assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == (module is MODULES["edac_pretrain"])
         assert args.anchor_weight == 0.0 and fresh.anchor_weight == (module is MODULES["edac_pretrain"])  # nor with an anchor
+        assert args.cql_cap is False and fresh.cql_cap is True  # nor with the --cql-cap
     else:
         assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
     module.check_args(args)
@@ -219,7 +221,9 @@ def test_pretrain_cql_lowers_q_off_the_data(module):
     critic = module.Critic(2, 1, (32, 32), True, num_critics=3)
     obs, act = torch.randn(256, 2), torch.full((256, 1), 0.5)
     batch = {"obs": obs, "act": act, "soft_return": torch.ones(256)}
-    args = SimpleNamespace(td_lambda=0.0, pretrain_mse="sum", gamma=0.99, pretrain_cql_weight=1.0, cql_n_actions=8, cql_temperature=1.0)
+    args = SimpleNamespace(
+        td_lambda=0.0, pretrain_mse="sum", gamma=0.99, pretrain_cql_weight=1.0, cql_n_actions=8, cql_temperature=1.0, cql_cap=False
+    )
     q_data = critic(obs, act)
     gap = module.cql_penalty(critic, obs, q_data, torch.tensor(low), torch.tensor(high), 8, 1.0)
     assert gap.shape == (3, 256) and bool((gap > -q_data.abs().max() - 10).all())
@@ -233,6 +237,37 @@ def test_pretrain_cql_lowers_q_off_the_data(module):
         on_data = critic(obs, act).min(0).values.mean()
     assert on_data.item() == pytest.approx(1.0, abs=0.2)
     assert off_data.item() < on_data.item() - 0.5
+
+
+@pytest.mark.parametrize("module", EDAC_MODULES)
+@pytest.mark.parametrize("mse", ["sum", "mean"])
+def test_cql_cap_bounds_the_factor(module, mse):
+    """--cql-cap: a critic that outputs 0 with soft returns of 3, 4 over 2 members: rms 3.54, MSE sum 2 x 12.5 (mean
+    12.5), CQL gap 0 + log 4 per member (all Q equal). eq. 21's factor |loss| / |CQL| = 25 / 2.77 = 9.0 (mean 4.5);
+    the cap 2 |loss| / (N rms) = 7.07 (mean 3.54) binds, and the gradient on Q(s, a) then matches the MSE's RMS one."""
+    low, high = -np.ones(1, np.float32), np.ones(1, np.float32)
+    actor = module.Actor(2, 1, (8,), False, low, high)
+    critic = module.Critic(2, 1, (4,), True, num_critics=2)
+    for p in critic.parameters():
+        torch.nn.init.zeros_(p)
+    obs, act = torch.randn(2, 2), torch.zeros(2, 1)
+    batch = {"obs": obs, "act": act, "soft_return": torch.tensor([3.0, 4.0])}
+    factors = {}
+    for cap in (False, True):
+        args = SimpleNamespace(
+            td_lambda=0.0, pretrain_mse=mse, gamma=0.99, pretrain_cql_weight=1.0, cql_n_actions=4, cql_temperature=1.0, cql_cap=cap
+        )
+        loss, info = module.pretrain_critic_loss(critic, actor, None, batch, 0.1, 0.0, args)
+        assert info["losses/critic_cql"].item() == pytest.approx(2 * np.log(4), rel=1e-5)
+        factors[cap] = info["losses/critic_cql_factor"].item()
+    scale = 1.0 if mse == "sum" else 0.5
+    assert factors[False] == pytest.approx(scale * 25 / (2 * np.log(4)), rel=1e-4)
+    assert factors[True] == pytest.approx(scale * 2 * 25 / (2 * 12.5**0.5), rel=1e-4)
+    # a loss far below the cap (rms << |CQL|) is left as eq. 21 has it
+    batch["soft_return"] = torch.tensor([0.01, -0.01])
+    args.cql_cap = True
+    _, info = module.pretrain_critic_loss(critic, actor, None, batch, 0.1, 0.0, args)
+    assert info["losses/critic_cql_factor"].item() == pytest.approx(scale * 2 * 1e-4 / (2 * np.log(4)), rel=1e-3)
 
 
 def test_cql_pretraining_default_per_script():
@@ -263,7 +298,7 @@ def test_finetune_cql_keeps_q_low_off_the_data(module):
         torch.manual_seed(0)
         actor = module.Actor(2, 1, (8,), False, low, high)
         critic = module.Critic(2, 1, (32, 32), True, num_critics=3)
-        args = SimpleNamespace(gamma=0.99, cql_weight=weight, cql_n_actions=8, cql_temperature=1.0)
+        args = SimpleNamespace(gamma=0.99, cql_weight=weight, cql_n_actions=8, cql_temperature=1.0, cql_cap=False)
         optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3)
         for _ in range(300):
             loss, info = module.finetune_critic_loss(critic, actor, critic, batch, 0.1, 0.0, args)
@@ -274,6 +309,28 @@ def test_finetune_cql_keeps_q_low_off_the_data(module):
             gaps[weight] = on_data - critic(obs, torch.full((256, 1), -0.9)).min(0).values.mean().item()
         assert on_data == pytest.approx(1.0, abs=0.2)
     assert abs(gaps[0.0]) < 0.3 and gaps[1.0] > 0.5, gaps
+
+
+def test_cql_cap_end_to_end(minari_root, tmp_path):
+    """--cql-cap: the logged factor never exceeds eq. 21's |loss| / |CQL| of the same update, and falls below it at
+    the start of critic pretraining (Q ~ 0, returns far from it, CQL gap near 0); without the flag it equals it."""
+    factors = {}
+    for cap in (False, True):
+        res = run_edac(TINY_EDAC + ["--total-timesteps", "40", "--pretrain-steps", "30", "--eval-freq", "40", "--log-freq", "1",
+                                    "--runs-dir", str(tmp_path / str(cap)), "--cql-cap" if cap else "--no-cql-cap"])  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        run_dir = run_dir_of(res.stdout)
+        assert json.load(open(os.path.join(run_dir, "config.json")))["cql_cap"] is cap
+        values = {}
+        for r in csv.DictReader(open(os.path.join(run_dir, "losses.csv"))):
+            values.setdefault((int(r["update"]), r["phase"]), {})[r["name"]] = float(r["value"])
+        pairs = [(v["losses/critic_cql_factor"], abs(v.get("losses/critic_mc", v.get("losses/critic_td"))) / abs(v["losses/critic_cql"]))
+                 for v in values.values() if "losses/critic_cql_factor" in v]  # fmt: skip
+        assert len(pairs) == 25  # 15 critic-pretraining updates, 10 EDAC
+        factors[cap] = pairs
+    assert all(f == pytest.approx(eq21, rel=1e-3) for f, eq21 in factors[False])
+    assert all(f <= eq21 * (1 + 1e-3) for f, eq21 in factors[True])
+    assert factors[True][0][0] < 0.5 * factors[True][0][1]
 
 
 def test_finetune_cql_end_to_end_and_errors(minari_root, tmp_path):
