@@ -96,7 +96,7 @@ class Args:
     """weight c of a CQL value regularizer in critic pretraining (Algorithm 1's R(Q), as in td3bc_pretrain.py),
     relative to the MSE as in eq. 21, so that the ensemble starts pessimistic off the data: without it the actor
     leaves the data and the score collapses after the switch (docs/RESULTS.md); 0 = the paper's EDAC, with --cql-weight
-    following it unless set (default 1)"""
+    following it unless set (default 1; 0 where HELD_ACTOR says so)"""
     cql_weight: Optional[float] = None
     """weight c of the same CQL regularizer in the EDAC critic loss after the switch, relative to the TD loss as in
     eq. 21, so that the pessimism of --pretrain-cql-weight does not wear off (not in the paper; default: the
@@ -183,9 +183,9 @@ TD_LAMBDA = {"halfcheetah": 0.1, "walker2d": 0.1}
 
 
 # ALGO LOGIC: not in the paper: where the actor must stay held to the data after the switch. On halfcheetah the RL
-# policy flips the cheetah onto its back unless it is, so a constant anchor holds it there, and the finetuning CQL term
-# is off (with the actor held it only drove the temperature and Q away, docs/RESULTS.md); elsewhere the anchor is off
-HELD_ACTOR = {"halfcheetah": {"anchor_weight": 1.0, "anchor_steps": 0, "cql_weight": 0.0}}
+# policy flips the cheetah onto its back unless it is, so a constant anchor holds it there, and the CQL term is off in
+# both phases (with the actor held it only drove the temperature and Q away, docs/RESULTS.md); elsewhere no anchor
+HELD_ACTOR = {"halfcheetah": {"anchor_weight": 1.0, "anchor_steps": 0, "pretrain_cql_weight": 0.0, "cql_weight": 0.0}}
 
 
 def resolve_defaults(args: Args) -> Args:

@@ -48,24 +48,27 @@ def test_old_runs_with_one_width_flag_resume(script, minari_root, tmp_path):
     run_dir = run_main(module, tmp_path, actor_hidden_dims=(8, 8), critic_hidden_dims=(8, 8), total_timesteps=20,
                        pretrain_steps=10, eval_freq=20, save_model=True)  # fmt: skip
     path = os.path.join(run_dir, "config.json")
-    config = json.load(open(path))
-    config["hidden_dims"] = config.pop("actor_hidden_dims")
-    del config["critic_hidden_dims"]
-    config["env_id"] = "halfcheetah-random"  # a task whose defaults differ for the newer flags (EDAC's anchor)
-    for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol", "anchor_weight", "anchor_steps", "cql_cap"):
-        config.pop(added_since, None)
-    json.dump(config, open(path, "w"))
-    args = module.load_resume_args(run_dir)
-    assert args.actor_hidden_dims == args.critic_hidden_dims == (8, 8)
-    fresh = module.resolve_defaults(module.Args(env_id=args.env_id, total_timesteps=20, pretrain_steps=10))
-    assert args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
-    if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
-        assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == (module is MODULES["edac_pretrain"])
-        assert args.anchor_weight == 0.0 and fresh.anchor_weight == (module is MODULES["edac_pretrain"])  # nor with an anchor
-        assert args.cql_cap is False and fresh.cql_cap is True  # nor with the --cql-cap
-    else:
-        assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
-    module.check_args(args)
+    written = json.load(open(path))
+    # tasks whose defaults differ for the newer flags (EDAC's anchor on halfcheetah, its CQL terms elsewhere)
+    for env_id in ("halfcheetah-random", "hopper-random"):
+        config = dict(written, env_id=env_id)
+        config["hidden_dims"] = config.pop("actor_hidden_dims")
+        del config["critic_hidden_dims"]
+        for added_since in ("pretrain_max_steps", "pretrain_cql_weight", "cql_weight", "pretrain_tol", "anchor_weight", "anchor_steps", "cql_cap"):
+            config.pop(added_since, None)
+        json.dump(config, open(path, "w"))
+        args = module.load_resume_args(run_dir)
+        assert args.actor_hidden_dims == args.critic_hidden_dims == (8, 8)
+        fresh = module.resolve_defaults(module.Args(env_id=args.env_id, total_timesteps=20, pretrain_steps=10))
+        assert args.pretrain_max_steps == 20 and args.pretrain_tol == 0.01
+        edac, held = module is MODULES["edac_pretrain"], env_id.startswith("halfcheetah")
+        if module in EDAC_MODULES:  # an EDAC run from before the CQL flags trained without CQL, and goes on so
+            assert args.pretrain_cql_weight == args.cql_weight == 0.0 and fresh.pretrain_cql_weight == (edac and not held)
+            assert args.anchor_weight == 0.0 and fresh.anchor_weight == (edac and held)  # nor with an anchor
+            assert args.cql_cap is False and fresh.cql_cap is True  # nor with the --cql-cap
+        else:
+            assert args.pretrain_cql_weight == fresh.pretrain_cql_weight
+        module.check_args(args)
 
 
 @pytest.mark.parametrize("module", EDAC_MODULES)
@@ -107,7 +110,7 @@ def test_anchor_schedule(module):
 
 
 def test_anchor_defaults_per_task_and_script():
-    """edac_pretrain.py holds the actor on halfcheetah (constant, weight 1, no CQL after the switch) and nowhere else;
+    """edac_pretrain.py holds the actor on halfcheetah (constant, weight 1, no CQL term in either phase) and nowhere else;
     EDAC+BC's own BC term holds its actor, so it adds none; a set value wins."""
     E, EB = MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]
 
@@ -115,10 +118,11 @@ def test_anchor_defaults_per_task_and_script():
         args = module.resolve_defaults(module.Args(env_id=env, **kw))
         return args.anchor_weight, args.anchor_steps, args.pretrain_cql_weight, args.cql_weight
 
-    assert pick(E, "halfcheetah-medium") == pick(E, "local/halfcheetah/medium-v0") == (1.0, 0, 1.0, 0.0)
+    assert pick(E, "halfcheetah-medium") == pick(E, "local/halfcheetah/medium-v0") == (1.0, 0, 0.0, 0.0)
     assert pick(E, "hopper-medium") == pick(E, "walker2d-medium") == pick(E, "pen-human") == (0.0, 5000, 1.0, 1.0)
     assert pick(EB, "halfcheetah-medium") == pick(EB, "hopper-medium") == (0.0, 5000, 0.0, 0.0)
-    assert pick(E, "halfcheetah-medium", anchor_weight=0.0, cql_weight=1.0) == (0.0, 0, 1.0, 1.0)
+    assert pick(E, "halfcheetah-medium", anchor_weight=0.0, cql_weight=1.0) == (0.0, 0, 0.0, 1.0)
+    assert pick(E, "halfcheetah-medium", pretrain_cql_weight=1.0) == (1.0, 0, 1.0, 0.0)
     assert pick(E, "hopper-medium", anchor_weight=0.3, anchor_steps=0) == (0.3, 0, 1.0, 1.0)
 
 
