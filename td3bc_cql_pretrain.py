@@ -1,27 +1,26 @@
 """TD3+BC+CQL with supervised pretraining: the hybrid of Appendix G of "Efficient Offline
 Reinforcement Learning: First Imitate, then Improve" (Jelley et al.).
 
-td3bc_pretrain.py plus a CQL term on the critic (logsumexp over uniform random actions minus Q of
-the data action, both critics), combined with the critic loss by eq. 21, in pretraining and in
-finetuning, so that both actor (BC) and critic (CQL) stay close to the data.
+td3bc_pretrain.py plus a CQL term on both critics (logsumexp over uniform random actions minus
+Q of the data's action), combined with the critic loss by eq. 21 in pretraining and in
+finetuning, so that both the actor (BC) and the critics (CQL) stay close to the data.
+
+1. Pretraining (`--pretrain-steps` updates): the actor by behaviour cloning, both critics by MSE
+   to the dataset's Monte-Carlo returns-to-go (or eq. 17's blend), targets Polyak-updated.
+2. TD3+BC+CQL from that start, for the rest of `--total-timesteps`.
 
     python td3bc_cql_pretrain.py --env-id pen-human --eval-protocol paper --eval-freq 10000
 """
 
 import copy
-import json
 import os
-import random
-import sys
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 
 import utils
 
@@ -29,76 +28,51 @@ import utils
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of the experiment, part of the run directory name (default: this file's name, so a copy names its own runs)"""
+    """name in the run directory (default: this file's name, so a copy names its own runs)"""
     seed: int = 1
-    """seed of the experiment (torch, numpy, random and the evaluation episodes)"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    """seed of torch, numpy, random and the evaluation episodes"""
     cuda: bool = True
-    """if toggled and a GPU is available, train on it (else the CPU)"""
+    """train on the GPU if there is one"""
     track: bool = False
-    """if toggled, mirror the run to Weights & Biases (works with WANDB_MODE=offline)"""
+    """mirror the run to Weights & Biases (WANDB_MODE=offline works)"""
     wandb_project_name: str = "first-imitate-then-improve"
-    """the wandb project name"""
-    wandb_entity: Optional[str] = None
-    """the wandb entity (team)"""
+    """the wandb project"""
     env_id: str = "hopper-medium"
-    """dataset: a D4RL-style short name (hopper-medium, pen-human, hopper-random, ...) or a Minari id"""
+    """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
-    """ALL gradient updates, pretraining included, so runs with and without pretraining compare at equal compute
-    (default: 300k on Adroit, else 1M)"""
+    """all gradient updates, pretraining included (default: 300k on Adroit, else 1M)"""
     pretrain_steps: Optional[Union[int, Literal["auto"]]] = None
-    """supervised pretraining updates at the start of the run, 0 = no pretraining, or auto: until every pretrained
-    loss has converged on held-out transitions, see --pretrain-tol (default: 200k on Adroit, else 50k)"""
+    """pretraining updates, 0 = none, auto = until converged (default: 200k Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
-    """what to pretrain: actor (BC) and critic (MC returns), or only one of them (Appendix C)"""
-    pretrain_tol: float = 0.01
-    """auto: a loss has converged when its best validation value improved by less than this fraction over the last
-    --pretrain-patience checks (a check every --log-freq updates); pretraining ends when all have"""
-    pretrain_patience: int = 5
-    """auto: the checks over which that improvement is measured (so never fewer than this plus one checks)"""
+    """pretrain the actor (BC), the critics (MC returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (default: twice the fixed default, at most --total-timesteps)"""
-    pretrain_val_fraction: float = 0.01
-    """auto: share of the transitions (at most 5000) held out of the pretraining batches for the validation losses"""
+    """auto: at most this many pretraining updates (default: twice the fixed default)"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99
     """discount factor"""
     tau: float = 0.005
-    """Polyak rate of the target networks (target <- target + tau (online - target))"""
+    """Polyak rate of the target networks"""
     learning_rate: float = 3e-4
-    """Adam learning rate of actor and critic"""
-    actor_hidden_dims: Tuple[int, ...] = (256, 256)
-    """hidden layer widths of the actor (CORL's 256 x 2; the paper's code uses 256 256 256)"""
-    critic_hidden_dims: Tuple[int, ...] = (256, 256)
-    """hidden layer widths of both critics"""
+    """Adam learning rate of actor and critics"""
+    hidden_dims: Tuple[int, ...] = (256, 256)
+    """hidden layer widths of the actor and of both critics (CORL's TD3+BC)"""
     actor_layernorm: bool = True
-    """LayerNorm after every hidden Linear of the actor (Appendix B)"""
+    """LayerNorm after every hidden layer of the actor (Appendix B)"""
     critic_layernorm: bool = True
-    """LayerNorm after every hidden Linear of the critic (Appendix B)"""
-    normalize_states: bool = True
-    """normalize observations with the dataset mean/std (also at evaluation)"""
+    """LayerNorm after every hidden layer of the critics (Appendix B)"""
     td_lambda: Optional[float] = None
-    """eq. 17: critic pretraining target (1 - lambda) MC + lambda TD(0), 0 = pure Monte-Carlo (default: 0.1 on halfcheetah, section 6.2; else 0)"""
+    """eq. 17: target (1 - lambda) MC + lambda TD (default: 0.1 on halfcheetah, else 0)"""
     mc_tail: Literal["geometric", "none"] = "geometric"
-    """return after a truncated last step r_T: geometric adds r_T gamma / (1 - gamma), none adds nothing"""
+    """return after a truncated last step: geometric repeats it forever, none adds nothing"""
     mc_max_target: bool = False
     """Appendix F (Q-Transformer): finetuning TD target max(MC return, r + gamma Q')"""
     pretrain_cql_weight: Optional[float] = None
-    """weight c of the CQL value regularizer during critic pretraining, combined by eq. 21 (default: --cql-weight)"""
+    """weight of the CQL term in critic pretraining, combined by eq. 21 (default: --cql-weight)"""
     cql_weight: Optional[float] = None
-    """weight c of the CQL term in finetuning, combined by eq. 21 (Table 3: pen 1, else 10)"""
-    cql_n_actions: int = 10
-    """uniform random actions in the CQL logsumexp"""
-    cql_temperature: float = 1.0
-    """temperature of the CQL logsumexp"""
+    """weight of the CQL term in finetuning, combined by eq. 21 (Table 3: pen 1, else 10)"""
     alpha: Optional[float] = None
-    """TD3+BC alpha (Q-term weight); default from the task: hopper 10, halfcheetah 20, walker2d 5, pen 1, door/hammer/relocate 0.1, else 2.5"""
-    policy_noise: float = 0.2
-    """std of the target policy smoothing noise (in units of the action half-range)"""
-    noise_clip: float = 0.5
-    """clip of the target policy smoothing noise"""
+    """TD3+BC alpha (default by task: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
     policy_frequency: int = 2
     """actor and target updates every this many critic updates (finetuning)"""
     eval_freq: int = 5000
@@ -106,34 +80,33 @@ class Args:
     eval_episodes: int = 10
     """evaluation episodes, run in parallel"""
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
-    """d4rl, or the paper's Adroit protocol (Table 4: longer time limits, re-measured random scores)"""
+    """d4rl, or the paper's Adroit protocol (Table 4: time limits, random scores)"""
     score_window: Optional[Tuple[int, int]] = None
-    """START END: also report the mean normalized score of the evaluations in [START, END] (default: 200000 300000 on Adroit)"""
+    """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
     log_freq: int = 1000
-    """log losses (and check them for NaN/inf) every this many updates"""
+    """log the losses (and check them for NaN) every this many updates"""
     save_model: bool = False
-    """write checkpoints (networks, optimizers, RNG states) to the run directory at every evaluation"""
+    """checkpoint networks, optimizers and RNGs at every evaluation"""
     resume: Optional[str] = None
-    """run directory of an interrupted --save-model run to continue (its config.json wins over other flags)"""
+    """the run directory of an interrupted --save-model run to continue"""
     runs_dir: str = "runs"
     """where run directories are created"""
     compile: bool = True
-    """torch.compile the loss functions (1.25x faster updates measured on a 2-core CPU; 10-20 s warm-up per phase)"""
+    """torch.compile the losses (~1.25x faster on a 2-core CPU; 10-20 s warm-up per phase)"""
     bf16: bool = False
-    """bfloat16 autocast for the hidden layers (CPU and GPU); output layers, losses, weights and Adam stay fp32"""
+    """bfloat16 autocast for the hidden layers; outputs, losses and weights stay fp32"""
 
 
 # ALGO LOGIC: default TD3+BC alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
-TD3BC_ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 0.1, "hammer": 0.1, "relocate": 0.1}
-# ALGO LOGIC: default CQL regularizer weight (Table 3)
-CQL_WEIGHT = {"pen": 1.0}
-
-# ALGO LOGIC: section 6.2, a little TD in the pretraining target (eq. 17) where MC returns are noisiest
-TD_LAMBDA = {"halfcheetah": 0.1}
+ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 0.1, "hammer": 0.1, "relocate": 0.1}
+TD_LAMBDA = {"halfcheetah": 0.1}  # section 6.2: some TD where MC returns are noisiest
+POLICY_NOISE, NOISE_CLIP = 0.2, 0.5  # TD3's target smoothing, in units of the action half-range
+CQL_ACTIONS = 10  # uniform random actions in the CQL logsumexp (Table 3)
+CQL_WEIGHT = {"pen": 1.0}  # Table 3, else 10
 
 
 def resolve_defaults(args: Args) -> Args:
-    """Fill the task-dependent defaults (fields left None), so config.json records what ran."""
+    """Fill the task-dependent defaults (fields left None), so that config.json records what ran."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     total, pretrain = utils.default_budget(task)
     filled = {
@@ -142,49 +115,48 @@ def resolve_defaults(args: Args) -> Args:
         "pretrain_steps": pretrain,
         "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
         "score_window": utils.default_score_window(task),
-        "alpha": TD3BC_ALPHA.get(task, 2.5),
+        "alpha": ALPHA.get(task, 2.5),
         "cql_weight": CQL_WEIGHT.get(task, 10.0),
     }
-    cql_weight = filled["cql_weight"] if args.cql_weight is None else args.cql_weight
-    filled["pretrain_cql_weight"] = cql_weight
+    filled["pretrain_cql_weight"] = args.cql_weight if args.cql_weight is not None else filled["cql_weight"]
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
     print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
     return replace(args, **filled)
 
 
-# ALGO LOGIC: networks
+# ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
 def hidden_precision(x, bf16: bool):
-    """--bf16: the hidden layers' matmuls in bfloat16 (autocast); callers run the output layer in fp32 on
-    `.float()` inputs, so that Q-values, actions and log-probabilities keep fp32 resolution."""
+    """--bf16: the hidden layers in bfloat16 autocast; the output layer runs in fp32 on `.float()` inputs."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def mlp(in_dim: int, hidden_dims, out_dim: int, layernorm: bool) -> nn.Sequential:
+def mlp(in_dim, hidden_dims, out_dim, layernorm) -> nn.Sequential:
     layers = []
     for h in hidden_dims:
-        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h)] if layernorm else []) + [nn.ReLU()]
+        norm = [nn.LayerNorm(h, elementwise_affine=False)] if layernorm else []
+        layers += [nn.Linear(in_dim, h), *norm, nn.ReLU()]
         in_dim = h
     return nn.Sequential(*layers, nn.Linear(in_dim, out_dim))
 
 
 class Actor(nn.Module):
-    """Deterministic policy: tanh squashed into the action box."""
+    """Deterministic policy, tanh-squashed into the action box."""
 
-    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, action_low, action_high, bf16=False):
+    def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, low, high, bf16=False):
         super().__init__()
         self.bf16 = bf16
         self.net = mlp(obs_dim, hidden_dims, act_dim, layernorm)
-        self.register_buffer("action_scale", torch.as_tensor((action_high - action_low) / 2, dtype=torch.float32))
-        self.register_buffer("action_bias", torch.as_tensor((action_high + action_low) / 2, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor((high + low) / 2, dtype=torch.float32))
 
     def forward(self, obs):
         with hidden_precision(obs, self.bf16):
             hidden = self.net[:-1](obs)
-        return torch.tanh(self.net[-1](hidden.float())) * self.action_scale + self.action_bias
+        return torch.tanh(self.net[-1](hidden.float())) * self.scale + self.bias
 
 
 class VectorizedLinear(nn.Module):
-    """N independent Linear layers applied as one batched matmul: [n, B, in] -> [n, B, out] (first n members)."""
+    """N independent Linear layers as one batched matmul: [n, B, in] -> [n, B, out], the first n members."""
 
     def __init__(self, in_dim, out_dim, num_members):
         super().__init__()
@@ -194,63 +166,41 @@ class VectorizedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x, n):
-        return torch.baddbmm(self.bias[:n], x, self.weight[:n])
-
-
-class VectorizedLayerNorm(nn.Module):
-    """LayerNorm over the last dim with a separate affine per member."""
-
-    def __init__(self, dim, num_members):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
-        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
-
-    def forward(self, x, n):
-        return torch.addcmul(self.bias[:n], F.layer_norm(x, x.shape[-1:]), self.weight[:n])
+    def forward(self, x):
+        return torch.baddbmm(self.bias[: x.shape[0]], x, self.weight[: x.shape[0]])
 
 
 class Critic(nn.Module):
-    """`num_critics` Q-functions as one batched module: Q(s, a) -> [num_critics, *batch]."""
+    """Both Q-functions as one batched module: Q(s, a) -> [2, *batch]."""
 
     def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2, bf16=False):
         super().__init__()
-        self.bf16 = bf16
+        self.bf16, self.layernorm, self.num_critics = bf16, layernorm, num_critics
         dims = [obs_dim + act_dim, *hidden_dims, 1]
         self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(VectorizedLayerNorm(h, num_critics) for h in hidden_dims) if layernorm else None
-        self.num_critics = num_critics
 
-    def forward(self, obs, act, first_n: Optional[int] = None):
-        """Q-values of the first `first_n` members (all by default) for shared inputs: [n, *batch]."""
-        n = first_n or self.num_critics
+    def forward(self, obs, act, n=None):
+        """Q of the first n critics (all by default): [n, *batch]."""
+        n = n or self.num_critics
         x = torch.cat([obs, act], -1)
-        batch_shape = x.shape[:-1]
-        return self.members(x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)).reshape(n, *batch_shape)
-
-    def members(self, x):
-        """Member i applied to x[i]: [n, B, obs + act] -> [n, B]."""
-        n = x.shape[0]
-        with hidden_precision(x, self.bf16):
-            for i, linear in enumerate(self.linears[:-1]):
-                x = linear(x, n)
-                if self.norms is not None:
-                    x = self.norms[i](x, n)
-                x = F.relu(x)
-        return self.linears[-1](x.float(), n).squeeze(-1)
+        h = x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)
+        with hidden_precision(h, self.bf16):
+            for linear in self.linears[:-1]:
+                h = linear(h)
+                h = F.relu(F.layer_norm(h, h.shape[-1:]) if self.layernorm else h)
+        return self.linears[-1](h.float()).reshape(n, *x.shape[:-1])
 
 
 # ALGO LOGIC: returns
 def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> np.ndarray:
-    """Every-visit discounted return-to-go R_t = sum_n gamma^n r_{t+n} over flat arrays of many episodes.
+    """Every-visit discounted return-to-go R_t = sum_n gamma^n r_{t+n}, flat arrays of many episodes.
 
-    Per episode, backwards from its last step T:
-        R_T = r_T                  the episode terminates at T (no future)
-        R_T = r_T / (1 - gamma)    it is truncated at T, or T is the last element of the arrays: the tail is
-                                   unknown; `geometric` repeats r_T forever, `none` takes R_T = r_T
+    Per episode, from its last step T:
+        R_T = r_T                  it terminates at T (no future)
+        R_T = r_T / (1 - gamma)    truncated at T, or the data ends: the tail is unknown;
+                                   `geometric` repeats r_T forever, `none` takes R_T = r_T
         R_t = r_t + gamma R_{t+1}  inside the episode
-    Computed as a log-depth scan of y_t = b_t + a_t y_{t+1} (no Python loop over steps; 1M steps in well
-    under a second); tests/test_returns.py checks it against that plain reversed loop.
+    A log-depth scan of y_t = b_t + a_t y_{t+1}, no Python loop over steps (tests: the plain loop).
     """
     r = np.asarray(rewards, dtype=np.float64)
     term = np.asarray(terminations, dtype=bool)
@@ -259,7 +209,7 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
         return r
     end[-1] = True
     truncated = end & ~term
-    if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) there is no tail
+    if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) no tail
         if gamma >= 1:
             raise ValueError(
                 f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
@@ -272,8 +222,7 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
         raise ValueError(f"unknown tail '{tail}': use 'geometric' or 'none'")
     a = np.where(end, 0.0, gamma)
     shift = 1
-    while shift < r.size:
-        # compose y_t = b_t + a_t y_{t+1} with the map `shift` steps ahead (a = 0 past episode ends)
+    while shift < r.size:  # compose with the map `shift` steps ahead (a = 0 past episode ends)
         b[:-shift] += a[:-shift] * b[shift:]
         a[:-shift] *= a[shift:]
         a[-shift:] = 0.0
@@ -281,72 +230,63 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
     return b
 
 
-def cql_penalty(critic, obs, q_data, action_low, action_high, n_actions, temperature):
-    """CQL gap per critic: T logsumexp_j Q(s, a_j) / T - Q(s, a) over uniform random actions a_j; [N, B]."""
-    batch = obs.shape[0]
-    low, high = action_low, action_high
-    random_actions = low + (high - low) * torch.rand(batch, n_actions, low.shape[0], device=obs.device)
-    q_random = critic(obs.unsqueeze(1).expand(-1, n_actions, -1), random_actions)  # [N, B, n_actions]
-    return temperature * torch.logsumexp(q_random / temperature, dim=-1) - q_data
+# ALGO LOGIC: losses
+def cql_gap(critic, obs, q, low, high):
+    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a) over uniform random actions a_j, summed over critics."""
+    random_act = low + (high - low) * torch.rand(obs.shape[0], CQL_ACTIONS, low.shape[0], device=obs.device)
+    q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [2, B, CQL_ACTIONS]
+    return (torch.logsumexp(q_random, -1) - q).mean(1).sum()
 
 
 def combine_losses(primary, auxiliary, weight):
-    """Eq. 21: primary / |primary| + weight * auxiliary / |auxiliary|, |.| the detached MAGNITUDE.
-    (The paper's code divides by the signed value, which flips a term's gradient when it is negative.)"""
+    """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
+    (the paper's code divides by the signed value, which flips a negative term's gradient)."""
     return primary / (primary.detach().abs() + 1e-8) + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
 
 
-def target_action(actor_target, next_obs, args):
-    """TD3 target policy smoothing: clipped Gaussian noise, in units of the action half-range."""
-    scale = actor_target.action_scale
-    noise = (torch.randn(next_obs.shape[0], scale.shape[0], device=next_obs.device) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
-    low, high = actor_target.action_bias - scale, actor_target.action_bias + scale
-    return torch.clamp(actor_target(next_obs) + noise * scale, low, high)
+def td_target(actor_target, critic_target, batch, gamma):
+    """r + gamma (1 - term) min_i Q'_i(s', a~'), a~' smoothed by clipped noise; truncations bootstrap."""
+    scale, bias = actor_target.scale, actor_target.bias
+    noise = (torch.randn_like(batch["act"]) * POLICY_NOISE).clamp(-NOISE_CLIP, NOISE_CLIP)
+    next_act = torch.clamp(actor_target(batch["next_obs"]) + noise * scale, bias - scale, bias + scale)
+    return batch["rew"] + gamma * (1 - batch["term"]) * critic_target(batch["next_obs"], next_act).min(0).values
 
 
-def td_target(actor_target, critic_target, rew, next_obs, term, args):
-    """r + gamma (1 - termination) min_i Q'_i(s', a~'); truncated steps still bootstrap."""
-    next_act = target_action(actor_target, next_obs, args)
-    return rew + args.gamma * (1 - term) * critic_target(next_obs, next_act).min(0).values
-
-
-def pretrain_critic_loss(critic, actor_target, critic_target, batch, args):
-    """Algorithm 1: MSE of every critic to the MC return (or the eq. 17 blend), plus optional CQL."""
-    obs, target = batch["obs"], batch["mc_return"]
-    if args.td_lambda > 0:  # eq. 17
+def pretrain_critic_loss(critic, actor_target, critic_target, batch, gamma, td_lambda, cql_weight):
+    """Algorithm 1: MSE of both critics to the MC return (or eq. 17's blend), plus the optional CQL term."""
+    target = batch["mc_return"]
+    if td_lambda > 0:  # eq. 17
         with torch.no_grad():
-            td = td_target(actor_target, critic_target, batch["rew"], batch["next_obs"], batch["term"], args)
-        target = (1 - args.td_lambda) * target + args.td_lambda * td
-    q = critic(obs, batch["act"])
-    mc_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-    if args.pretrain_cql_weight > 0:  # section 5.2: value regularization during pretraining
-        low = actor_target.action_bias - actor_target.action_scale
-        high = actor_target.action_bias + actor_target.action_scale
-        cql = cql_penalty(critic, obs, q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-        return combine_losses(mc_loss, cql, args.pretrain_cql_weight), {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
+            target = (1 - td_lambda) * target + td_lambda * td_target(actor_target, critic_target, batch, gamma)
+    q = critic(batch["obs"], batch["act"])
+    mc_loss = (q - target).pow(2).mean(1).sum()
+    if cql_weight > 0:  # section 5.2: value regularization in pretraining
+        low, high = actor_target.bias - actor_target.scale, actor_target.bias + actor_target.scale
+        cql = cql_gap(critic, batch["obs"], q, low, high)
+        return combine_losses(mc_loss, cql, cql_weight), {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
     return mc_loss, {"losses/critic_mc": mc_loss}
 
 
-def finetune_critic_loss(critic, actor_target, critic_target, batch, args):
-    """TD3 + CQL: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC return),
-    plus the CQL gap of both critics, combined by eq. 21."""
+def critic_loss(critic, actor_target, critic_target, batch, gamma, mc_max_target, cql_weight):
+    """TD3 + CQL: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC
+    return), plus the CQL gap of both critics, combined by eq. 21."""
     with torch.no_grad():
-        q_target = td_target(actor_target, critic_target, batch["rew"], batch["next_obs"], batch["term"], args)
-        if args.mc_max_target:
+        q_target = td_target(actor_target, critic_target, batch, gamma)
+        if mc_max_target:
             q_target = torch.maximum(q_target, batch["mc_return"])
     q = critic(batch["obs"], batch["act"])
-    td_loss = F.mse_loss(q, q_target.expand_as(q), reduction="none").mean(1).sum()
-    low = actor_target.action_bias - actor_target.action_scale
-    high = actor_target.action_bias + actor_target.action_scale
-    cql = cql_penalty(critic, batch["obs"], q, low, high, args.cql_n_actions, args.cql_temperature).mean(1).sum()
-    loss = combine_losses(td_loss, cql, args.cql_weight)
+    td_loss = (q - q_target).pow(2).mean(1).sum()
+    cql = cql_gap(
+        critic, batch["obs"], q, actor_target.bias - actor_target.scale, actor_target.bias + actor_target.scale
+    )
+    loss = combine_losses(td_loss, cql, cql_weight)
     return loss, {"losses/critic_td": td_loss, "losses/critic_cql": cql, "losses/q_mean": q.mean().detach()}
 
 
-def finetune_actor_loss(actor, critic, obs, act, alpha):
-    """TD3+BC: -lambda Q1(s, pi(s)) + (pi(s) - a)^2 with lambda = alpha / mean|Q1| (detached)."""
+def actor_loss(actor, critic, obs, act, alpha):
+    """TD3+BC: -lambda Q1(s, pi(s)) + (pi(s) - a)^2, lambda = alpha / mean|Q1| (detached)."""
     pi = actor(obs)
-    q_pi = critic(obs, pi, first_n=1)[0]
+    q_pi = critic(obs, pi, n=1)[0]
     bc_loss = F.mse_loss(pi, act)
     loss = -alpha / q_pi.abs().mean().detach() * q_pi.mean() + bc_loss
     return loss, {"losses/actor": loss, "losses/actor_bc": bc_loss}
@@ -366,259 +306,51 @@ def gradient_step(optimizer, loss):
 
 @torch.no_grad()
 def soft_update(target_params, online_params, tau):
-    """Polyak averaging, target <- target + tau (online - target), for all tensors in one fused call."""
+    """Polyak averaging, target <- target + tau (online - target), in one fused call."""
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
-def make_table(fields, device):
-    """Every per-transition field as columns of one tensor, so that a batch is a single gather.
-    Returns the table and each field's width; add a field by adding an entry to `fields`."""
-    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
-    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
-    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
-
-
-def sample_batch(table, widths, batch_size, rows=None):
-    """Uniformly sampled transitions (of `rows` if given) as a dict of named fields; 1-wide fields come out as vectors."""
-    idx = torch.randint(table.shape[0] if rows is None else rows.shape[0], (batch_size,), device=table.device)
-    return table_rows(table, widths, idx if rows is None else rows[idx])
-
-
-def table_rows(table, widths, idx):
-    parts = table[idx].split(list(widths.values()), dim=1)
-    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
-
-
-# plumbing: --pretrain-steps auto
-def validation_split(table, args: Args):
-    """The held-out rows for the validation losses and the rows that pretraining samples from, drawn with their own
-    generator (seeded by --seed) so that the training random stream stays that of a fixed-length run."""
-    perm = torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(args.seed)).to(table.device)
-    n_val = min(5000, max(1, int(table.shape[0] * args.pretrain_val_fraction)))
-    return perm[:n_val], perm[n_val:]
-
-
+# plumbing: --pretrain-steps auto (both parts at once, until both validation losses converge)
 @torch.no_grad()
-def validation_losses(actor, critic, val, plateaus):
-    """The pretraining losses on the held-out batch: BC MSE, and the critics' MSE to the MC return (their mean)."""
+def validation_losses(actor, critic, val, parts):
+    """The pretraining losses on the held-out rows: BC MSE, and the critics' MSE to the MC return."""
     values = {}
-    if "actor" in plateaus:
+    if "actor" in parts:
         values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
-    if "critic" in plateaus:
-        q = critic(val["obs"], val["act"])
-        values["critic"] = F.mse_loss(q, val["mc_return"].expand_as(q))
+    if "critic" in parts:
+        values["critic"] = (critic(val["obs"], val["act"]) - val["mc_return"]).pow(2).mean()
     return values
 
 
-def auto_pretrain_check(plateaus, converged, values, update, args: Args, run_dir):
-    """Feeds each loss still converging to its utils.Plateau (which states the rule) and returns the update at
-    which pretraining ends: this one once all have converged or at the cap, else the cap. The choice is printed
-    and written to config.json (pretrain_steps_chosen, and the update at which each loss converged)."""
+def auto_pretrain_check(plateaus, converged, values, update, args, run_dir):
+    """Feeds each loss still converging to its utils.Plateau; returns where pretraining ends: here once all
+    have converged or at the cap, else the cap. The end is recorded in config.json."""
     for part, value in values.items():
         if part not in converged and plateaus[part].update(float(value)):
             converged[part] = update
     if len(converged) < len(plateaus) and update < args.pretrain_max_steps:
         return args.pretrain_max_steps
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
-    config.update(pretrain_steps_chosen=update, pretrain_converged=dict(converged))
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    how = ", ".join(f"{p} converged at {converged[p]}" if p in converged else f"{p} capped by --pretrain-max-steps" for p in plateaus)
-    print(f"auto pretraining ends at update {update}: {how}", flush=True)
+    utils.report_auto_pretraining(run_dir, update, converged, list(plateaus))
     return update
 
 
-# plumbing
-def check_args(args: Args):
-    problems = []
-    for name in (
-        "total_timesteps",
-        "batch_size",
-        "eval_freq",
-        "eval_episodes",
-        "log_freq",
-        "policy_frequency",
-        "cql_n_actions",
-    ):
-        if getattr(args, name) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    auto = args.pretrain_steps == "auto"
-    flag, steps = ("--pretrain-max-steps", args.pretrain_max_steps) if auto else ("--pretrain-steps", args.pretrain_steps)
-    if steps < int(auto):
-        problems.append(f"{flag} must be >= {int(auto)} (got {steps})")
-    if steps > args.total_timesteps:
-        problems.append(
-            f"{flag} {steps} exceeds --total-timesteps {args.total_timesteps}, which counts pretraining too: raise --total-timesteps or lower {flag}"
-        )
-    if auto and not (args.pretrain_tol >= 0 and args.pretrain_patience >= 1 and 0 < args.pretrain_val_fraction < 1):
-        problems.append(
-            "--pretrain-steps auto needs --pretrain-tol >= 0, --pretrain-patience >= 1 and --pretrain-val-fraction in "
-            f"(0, 1) (got {args.pretrain_tol}, {args.pretrain_patience}, {args.pretrain_val_fraction})"
-        )
-    if not args.learning_rate > 0:
-        problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
-    if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
-        problems.append(f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder (it is created if missing)")
-    if not 0.0 <= args.td_lambda <= 1.0:
-        problems.append(f"--td-lambda must be in [0, 1] (got {args.td_lambda})")
-    if not 0.0 < args.gamma <= 1.0:
-        problems.append(f"--gamma must be in (0, 1] (got {args.gamma})")
-    if not 0.0 <= args.tau <= 1.0:
-        problems.append(f"--tau must be in [0, 1] (got {args.tau})")
-    if args.cql_weight < 0:
-        problems.append(f"--cql-weight must be >= 0 (got {args.cql_weight})")
-    if args.pretrain_cql_weight < 0:
-        problems.append(f"--pretrain-cql-weight must be >= 0 (got {args.pretrain_cql_weight})")
-    if args.cql_temperature <= 0:
-        problems.append(f"--cql-temperature must be > 0 (got {args.cql_temperature})")
-    if args.score_window is not None and args.score_window[0] > args.score_window[1]:
-        problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
-    for name in ("actor_hidden_dims", "critic_hidden_dims"):
-        if not getattr(args, name) or min(getattr(args, name)) < 1:
-            problems.append(f"--{name.replace('_', '-')} needs one or more positive widths (got {getattr(args, name)})")
-    if problems:
-        raise utils.ConfigError("; ".join(problems))
-
-
-def check_data(args: Args, data):
-    """The flags that only the loaded dataset can check, before the first update."""
-    n = len(data["rewards"])
-    truncated_ends = int(((data["truncations"] > 0) & (data["terminations"] == 0)).sum())
-    problems = []
-    if args.batch_size > n:
-        problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
-    if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
-        problems.append(
-            f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
-            "tail gamma / (1 - gamma) diverges; use --mc-tail none"
-        )
-    if problems:
-        raise utils.ConfigError("; ".join(problems))
-
-
-def load_resume_args(run_dir: str) -> Args:
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise utils.ConfigError(f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run")
-    with open(path) as f:
-        config = json.load(f)
-    if "hidden_dims" in config:  # runs written before the actor/critic widths were separate flags
-        config["actor_hidden_dims"] = config["critic_hidden_dims"] = config.pop("hidden_dims")
-    config["actor_hidden_dims"], config["critic_hidden_dims"] = tuple(config["actor_hidden_dims"]), tuple(config["critic_hidden_dims"])
-    config["score_window"] = tuple(config["score_window"]) if config.get("score_window") else None
-    config["resume"] = run_dir
-    written_by = config.pop("script", None)
-    config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of --pretrain-steps auto
-    unknown = sorted(set(config) - set(Args.__dataclass_fields__))
-    this_script = os.path.basename(__file__)
-    if unknown or (written_by is not None and written_by != this_script):
-        by = written_by or f"another script (its config has {', '.join(unknown)}, which {this_script} lacks)"
-        fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
-        raise utils.ConfigError(f"--resume {run_dir}: that run was written by {by}, not {this_script}; resume it with {fix}")
-    return resolve_defaults(Args(**config))  # fills only what an older config lacks (flags added since)
-
-
-def make_run_dir(args: Args) -> str:
-    run_dir = os.path.join(args.runs_dir, f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": os.path.basename(__file__)}, f, indent=2)
-    return run_dir
-
-
-def save_checkpoint(run_dir, state: dict, row: dict, args: Args, **extra):
-    """Every module's and optimizer's state_dict, the evaluation row's update, phase and clocks, the RNG
-    states and `extra`, written atomically (a kill leaves the previous checkpoint intact)."""
-    ckpt = {name: module.state_dict() for name, module in state.items()}
-    ckpt.update(
-        {k: row[k] for k in ("update", "phase", "wall_s", "train_s")},
-        args=asdict(args),
-        **extra,
-        torch_rng=torch.get_rng_state(),
-        numpy_rng=np.random.get_state(),
-        python_rng=random.getstate(),
-        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
-    )
-    path = os.path.join(run_dir, "checkpoint.pt")
-    torch.save(ckpt, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_checkpoint(run_dir, state: dict, device) -> dict:
-    """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
-    path = os.path.join(run_dir, "checkpoint.pt")
-    if not os.path.exists(path):
-        raise utils.ConfigError(
-            f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its first evaluation); start it again"
-        )
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    for name, module in state.items():
-        module.load_state_dict(ckpt[name])
-    torch.set_rng_state(ckpt["torch_rng"])
-    np.random.set_state(ckpt["numpy_rng"])
-    random.setstate(ckpt["python_rng"])
-    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ckpt["cuda_rng"])
-    print(f"resuming {run_dir} at update {ckpt['update']} (settings from its config.json)")
-    return ckpt
-
-
-def start_wandb(args: Args, run_dir: str):
-    import wandb
-
-    name = os.path.basename(run_dir)
-    wandb.init(
-        project=args.wandb_project_name,
-        entity=args.wandb_entity,
-        config=asdict(args),
-        dir=run_dir,
-        name=name,
-        id=name[-64:],
-        resume="allow",
-        group=f"{args.env_id.replace('/', '-')}__{args.exp_name}",
-        save_code=True,
-    )
-    return wandb
-
-
 def main(args: Args):
-    args = load_resume_args(args.resume) if args.resume else resolve_defaults(args)
-    check_args(args)
-    dataset = utils.load_dataset(args.env_id)
-    data = utils.flatten_dataset(dataset)
-    check_data(args, data)
-    ref = utils.reference_scores(dataset, args.eval_protocol)
-    run_dir = args.resume or make_run_dir(args)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    utils.print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
-    print(
-        f"TD3+BC alpha {args.alpha}, CQL weight {args.cql_weight} (pretraining {args.pretrain_cql_weight}), "
-        f"{args.pretrain_steps} pretraining of {args.total_timesteps} updates"
-    )
+    script = os.path.basename(__file__)
+    args = utils.load_config(args.resume, Args, script) if args.resume else resolve_defaults(args)
+    utils.check_args(args, at_least_one=("policy_frequency",), non_negative=("alpha", "cql_weight"))
+    dataset, data, ref, run_dir, device = utils.start_run(args, script)
+    print(f"TD3+BC+CQL: alpha {args.alpha}, CQL {args.cql_weight} (pretraining {args.pretrain_cql_weight})")
 
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
     mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
-    obs_mean, obs_std = utils.state_normalizer(data["observations"], args.normalize_states)
-    table, widths = make_table(
-        {
-            "obs": (data["observations"] - obs_mean) / obs_std,
-            "act": data["actions"],
-            "rew": data["rewards"],
-            "next_obs": (data["next_observations"] - obs_mean) / obs_std,
-            "term": data["terminations"],
-            "mc_return": mc_return,
-        },
-        device,
-    )
+    obs_mean, obs_std = utils.state_normalizer(data["observations"])
+    fields = dict(obs=(data["observations"] - obs_mean) / obs_std, act=data["actions"], rew=data["rewards"])
+    fields.update(next_obs=(data["next_observations"] - obs_mean) / obs_std, term=data["terminations"])
+    table, widths = utils.make_table({**fields, "mc_return": mc_return}, device)
     obs_dim, act_dim = widths["obs"], widths["act"]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.actor_hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16).to(device)
-    critic = Critic(obs_dim, act_dim, args.critic_hidden_dims, args.critic_layernorm, bf16=args.bf16).to(device)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, args.bf16).to(device)
+    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, bf16=args.bf16).to(device)
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     fused = device.type in ("cpu", "cuda")
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
@@ -627,14 +359,15 @@ def main(args: Args):
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
     compile_fn = torch.compile if args.compile else (lambda fn: fn)
     critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
-    critic_finetune_fn, actor_finetune_fn = compile_fn(finetune_critic_loss), compile_fn(finetune_actor_loss)
+    critic_fn, actor_fn = compile_fn(critic_loss), compile_fn(actor_loss)
 
     # plumbing: resume, logs, evaluation
-    state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target)  # checkpointed
-    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
-    ckpt = load_checkpoint(run_dir, state, device) if args.resume else {}
-    log = utils.RunLog(run_dir, args.total_timesteps, resume=ckpt or None)
-    wandb = start_wandb(args, run_dir) if args.track else None
+    state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target)
+    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)  # checkpointed
+    ckpt = utils.load_checkpoint(run_dir, state, device) if args.resume else {}
+    log = utils.RunLog(
+        run_dir, args.total_timesteps, ckpt or None, utils.start_wandb(args, run_dir) if args.track else None
+    )
     eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
     eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
 
@@ -642,77 +375,64 @@ def main(args: Args):
     def policy(obs):
         return actor(torch.as_tensor(obs, device=device)).cpu().numpy()
 
-    pretrain_actor = args.pretrain_mode in ("both", "actor")
-    pretrain_critic = args.pretrain_mode in ("both", "critic")
-    auto = args.pretrain_steps == "auto"  # --pretrain-steps auto: until the validation losses have converged
-    val_rows, train_rows = validation_split(table, args) if auto else (None, None)
-    parts = [part for part, on in (("actor", pretrain_actor), ("critic", pretrain_critic)) if on]
-    plateaus = {p: utils.Plateau(args.pretrain_tol, args.pretrain_patience, ckpt.get("plateaus", {}).get(p)) for p in parts}
-    converged, pretrain_end = ckpt.get("converged", {}), ckpt.get("pretrain_end", args.pretrain_max_steps) if auto else args.pretrain_steps
-    losses = {}
+    parts = [part for part in ("actor", "critic") if args.pretrain_mode in ("both", part)]
+    auto = args.pretrain_steps == "auto"
+    val_rows, train_rows = utils.validation_split(table, args.seed) if auto else (None, None)
+    plateaus = {p: utils.Plateau(history=ckpt.get("plateaus", {}).get(p)) for p in parts}
+    pretrain_end = ckpt.get("pretrain_end", args.pretrain_max_steps if auto else args.pretrain_steps)
+    converged, losses = ckpt.get("converged", {}), {}
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < pretrain_end else "finetune"
-        batch = sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
+        batch = utils.sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
 
         # ALGO LOGIC: one update
         if phase == "pretrain":  # Algorithm 1, second loop
-            if pretrain_critic:
-                loss, info = critic_pretrain_fn(critic, actor_target, critic_target, batch, args)
-                losses.update(info)
+            if "critic" in parts:
+                loss, info = critic_pretrain_fn(
+                    critic, actor_target, critic_target, batch, args.gamma, args.td_lambda, args.pretrain_cql_weight
+                )
                 gradient_step(critic_optimizer, loss)
-            if pretrain_actor:
+                losses.update(info)
+            if "actor" in parts:
                 loss, info = bc_fn(actor, batch["obs"], batch["act"])
-                losses.update(info)
                 gradient_step(actor_optimizer, loss)
-            soft_update(target_params, online_params, args.tau)
-        else:  # TD3+BC
-            loss, info = critic_finetune_fn(critic, actor_target, critic_target, batch, args)
-            losses.update(info)
-            gradient_step(critic_optimizer, loss)
-            if global_step % args.policy_frequency == 0:
-                critic.requires_grad_(False)  # the actor needs dQ/da only, not the critic's weight grads
-                loss, info = actor_finetune_fn(actor, critic, batch["obs"], batch["act"], args.alpha)
-                critic.requires_grad_(True)
                 losses.update(info)
+            soft_update(target_params, online_params, args.tau)
+        else:  # TD3+BC+CQL
+            loss, info = critic_fn(
+                critic, actor_target, critic_target, batch, args.gamma, args.mc_max_target, args.cql_weight
+            )
+            gradient_step(critic_optimizer, loss)
+            losses.update(info)
+            if global_step % args.policy_frequency == 0:
+                critic.requires_grad_(False)  # the actor needs dQ/da only
+                loss, info = actor_fn(actor, critic, batch["obs"], batch["act"], args.alpha)
+                critic.requires_grad_(True)
                 gradient_step(actor_optimizer, loss)
                 soft_update(target_params, online_params, args.tau)
+                losses.update(info)
 
-        # plumbing: the only host syncs are here, every --log-freq updates and at evaluations
+        # plumbing: the only host syncs, every --log-freq updates and at evaluations
         update = global_step + 1
         if auto and phase == "pretrain" and (update % args.log_freq == 0 or update == pretrain_end):
-            values = validation_losses(actor, critic, table_rows(table, widths, val_rows), plateaus)
+            values = validation_losses(actor, critic, utils.table_rows(table, widths, val_rows), parts)
             losses.update({f"validation/{part}": value for part, value in values.items()})
             pretrain_end = auto_pretrain_check(plateaus, converged, values, update, args, run_dir)
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if update % args.log_freq == 0 or is_eval:
-            values = log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
-            losses.clear()  # the next interval reports only what it computed
-            if wandb:
-                wandb.log({**values, "charts/SPS": log.ups, "charts/phase": int(phase == "finetune")}, step=update)
+            log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
+            losses.clear()
         if is_eval:
-            returns, scores = utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref)
-            row = log.evaluation(update, phase, returns, scores)
-            if wandb:
-                wandb.log({"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update)
+            row = log.evaluation(update, phase, *utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref))
             if args.save_model:
-                extra = dict(plateaus={p: q.history for p, q in plateaus.items()}, converged=converged, pretrain_end=pretrain_end)
-                save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **(extra if auto else {}))
+                extra = dict(plateaus={p: q.history for p, q in plateaus.items()}, converged=converged)
+                extra["pretrain_end"] = pretrain_end
+                utils.save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
 
     eval_envs.close()
-    summary = log.finish(args.score_window)
-    if wandb:
-        wandb.run.summary.update(summary)
-        wandb.finish()
+    log.finish(args.score_window)
     return run_dir
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Args))
-    except (
-        utils.ConfigError,
-        utils.DatasetError,
-        FloatingPointError,
-    ) as e:  # ours: one line; anything else keeps its traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    utils.cli(main, Args)

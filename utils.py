@@ -10,8 +10,12 @@ Command line (the "embedded" offline dataset, see README "Data"):
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
+import sys
 import time
+from dataclasses import asdict
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -155,7 +159,8 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
 
     if not isinstance(dataset.observation_space, gym.spaces.Box):
         raise DatasetError(
-            f"only Box observations are supported, this dataset has {dataset.observation_space}; flatten them into a Box before training."
+            f"only Box observations are supported, this dataset has {dataset.observation_space}; "
+            "flatten them into a Box before training."
         )
     try:
         episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
@@ -172,7 +177,9 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
             tr[-1] = True
     data = {
         "observations": np.concatenate([o[:-1] for o in obs]),
-        "actions": np.concatenate([np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["rewards"]), -1) for ep in episodes]),
+        "actions": np.concatenate(
+            [np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["rewards"]), -1) for ep in episodes]
+        ),
         "rewards": np.concatenate([np.asarray(ep["rewards"], dtype=np.float32) for ep in episodes]),
         "next_observations": np.concatenate([o[1:] for o in obs]),
         "terminations": np.concatenate(terms).astype(np.float32),
@@ -180,7 +187,9 @@ def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
     }
     for key, value in data.items():
         if not np.isfinite(value).all():
-            raise DatasetError(f"dataset {dataset.spec.dataset_id}: {key} holds NaN or inf values; clean the dataset first")
+            raise DatasetError(
+                f"dataset {dataset.spec.dataset_id}: {key} holds NaN or inf values; clean the dataset first"
+            )
     return data
 
 
@@ -283,7 +292,8 @@ def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, d
     print(
         f"reference scores ({protocol}): random {ref[0]}, expert {ref[1]}"
         if ref
-        else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): raw returns only"
+        else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): "
+        "raw returns only"
     )
 
 
@@ -367,7 +377,7 @@ class Plateau:
     (relative) over the last `patience` checks, i.e. (best `patience` checks ago - best now) <= tol |best then|.
     Never before `patience` + 1 checks; the caller applies the cap. `history` is its whole state (checkpointed)."""
 
-    def __init__(self, tol: float, patience: int, history: Optional[Sequence[float]] = None):
+    def __init__(self, tol: float = 0.01, patience: int = 5, history: Optional[Sequence[float]] = None):
         self.tol, self.patience, self.history = tol, patience, list(history or [])
 
     def update(self, value: float) -> bool:
@@ -387,9 +397,10 @@ class RunLog:
     time (evaluations excluded), both carried over a resume. Resuming at update U (`resume`: the
     checkpoint's update, wall_s and train_s) drops the rows after U, which the resumed run writes again."""
 
-    def __init__(self, run_dir: str, total: int, resume: Optional[dict] = None):
+    def __init__(self, run_dir: str, total: int, resume: Optional[dict] = None, wandb=None):
         import csv
 
+        self.wandb = wandb  # --track: every logged value and evaluation mirrored there
         resume_update = None if resume is None else resume["update"]
         self.total, self.last_score, self.ups = total, float("nan"), float("nan")
         self.start = time.time() - (resume["wall_s"] if resume else 0.0)
@@ -436,7 +447,12 @@ class RunLog:
         self._append("losses", [{"update": update, "phase": phase, "name": k, "value": v} for k, v in values.items()])
         left = (self.total - update) / max(ups, 1e-9)
         shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k.startswith("losses/"))
-        print(f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left", flush=True)
+        print(
+            f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left",
+            flush=True,
+        )
+        if self.wandb:
+            self.wandb.log({**values, "charts/phase": int(phase == "finetune")}, step=update)
         return values
 
     def evaluation(self, update: int, phase: str, returns, scores) -> dict:
@@ -454,6 +470,10 @@ class RunLog:
             "normalized_std": float(np.std(scores)),
         }
         self._append("eval", [row])
+        if self.wandb:
+            self.wandb.log(
+                {"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update
+            )
         print(
             f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
             f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
@@ -466,7 +486,9 @@ class RunLog:
     def finish(self, score_window: Optional[Tuple[int, int]]) -> Dict[str, float]:
         """summary.csv (final and window scores, see summarize_run) and the closing lines of a run."""
         summary = summarize_run(self.paths["eval"], score_window)
-        print(f"done: {self.total} updates, final normalized score {self.last_score:.1f}; results in {self.paths['eval']}")
+        print(
+            f"done: {self.total} updates, final normalized score {self.last_score:.1f}; results in {self.paths['eval']}"
+        )
         if score_window is not None:
             print(
                 f"window score, updates {score_window[0]}-{score_window[1]}: {summary['window_normalized']:.1f} "
@@ -476,7 +498,247 @@ class RunLog:
             "other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
             "via MINARI_DATASETS_PATH; see README 'Data'"
         )
+        if self.wandb:
+            self.wandb.run.summary.update(summary)
+            self.wandb.finish()
         return summary
+
+
+# --------------------------------------------------------------------------------------------
+# Run bookkeeping that the four scripts share: flags, run directory, checkpoints, batches
+# --------------------------------------------------------------------------------------------
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_args(args, at_least_one=(), non_negative=(), fractions=()):
+    """One ConfigError naming every bad flag, before the dataset loads: the fields all four scripts share,
+    then the script's own (`at_least_one`, `non_negative`, `fractions` in [0, 1])."""
+    problems = []
+    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", *at_least_one):
+        if getattr(args, name) < 1:
+            problems.append(f"{flag(name)} must be at least 1 (got {getattr(args, name)})")
+    auto = args.pretrain_steps == "auto"
+    name, steps = (
+        ("--pretrain-max-steps", args.pretrain_max_steps) if auto else ("--pretrain-steps", args.pretrain_steps)
+    )
+    if steps < int(auto):
+        problems.append(f"{name} must be >= {int(auto)} (got {steps})")
+    if steps > args.total_timesteps:
+        problems.append(
+            f"{name} {steps} exceeds --total-timesteps {args.total_timesteps}, which counts pretraining too: "
+            f"raise --total-timesteps or lower {name}"
+        )
+    if not args.learning_rate > 0:
+        problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
+    if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
+        problems.append(
+            f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder (it is created if missing)"
+        )
+    if not 0.0 < args.gamma <= 1.0:
+        problems.append(f"--gamma must be in (0, 1] (got {args.gamma})")
+    for name in ("td_lambda", "tau", *fractions):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            problems.append(f"{flag(name)} must be in [0, 1] (got {getattr(args, name)})")
+    for name in ("pretrain_cql_weight", *non_negative):
+        if getattr(args, name) < 0:
+            problems.append(f"{flag(name)} must be >= 0 (got {getattr(args, name)})")
+    if args.score_window is not None and args.score_window[0] > args.score_window[1]:
+        problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
+    if not args.hidden_dims or min(args.hidden_dims) < 1:
+        problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def check_data(args, data: Dict[str, np.ndarray]):
+    """The flags that only the loaded dataset can check, before the first update."""
+    n = len(data["rewards"])
+    truncated_ends = int(((data["truncations"] > 0) & (data["terminations"] == 0)).sum())
+    problems = []
+    if args.batch_size > n:
+        problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
+    if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
+        problems.append(
+            f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
+            "tail gamma / (1 - gamma) diverges; use --mc-tail none"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def load_config(run_dir: str, args_cls, script: str):
+    """`--resume RUN_DIR`: the Args of that run, from its config.json, if `script` wrote it."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run"
+        )
+    with open(path) as f:
+        config = json.load(f)
+    written_by = config.pop("script", None)
+    config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of auto
+    fields = set(args_cls.__dataclass_fields__)
+    unknown, missing = sorted(set(config) - fields), sorted(fields - set(config) - {"resume"})
+    if unknown or (written_by is not None and written_by != script):
+        by = written_by or f"another script (its config has {', '.join(unknown)}, which {script} lacks)"
+        fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
+        raise ConfigError(f"--resume {run_dir}: that run was written by {by}, not {script}; resume it with {fix}")
+    if missing:
+        raise ConfigError(
+            f"--resume {run_dir}: its config.json lacks {', '.join(missing)}: an older version of {script} wrote it; "
+            "resume it with that version, or start the run again"
+        )
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return args_cls(**{**config, "resume": run_dir})
+
+
+def make_run_dir(args, script: str) -> str:
+    """runs/{env}__{exp_name}__{seed}__{time}, with the run's config.json."""
+    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join(args.runs_dir, name)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({**asdict(args), "script": script}, f, indent=2)
+    return run_dir
+
+
+def record_config(run_dir: str, **values):
+    """Adds `values` to the run's config.json (what --pretrain-steps auto chose)."""
+    path = os.path.join(run_dir, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**config, **values}, f, indent=2)
+
+
+def start_run(args, script: str):
+    """Loads and checks the data, makes (or reopens) the run directory, seeds every RNG and picks the device;
+    prints the run header. Returns (dataset, data, reference scores, run_dir, device)."""
+    import torch
+
+    dataset = load_dataset(args.env_id)
+    data = flatten_dataset(dataset)
+    check_data(args, data)
+    ref = reference_scores(dataset, args.eval_protocol)
+    run_dir = args.resume or make_run_dir(args, script)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
+    return dataset, data, ref, run_dir, device
+
+
+def save_checkpoint(run_dir: str, state: dict, row: dict, args, **extra):
+    """Every module's and optimizer's state_dict, the evaluation row's update, phase and clocks, the RNG
+    states and `extra`, written atomically (a kill leaves the previous checkpoint intact)."""
+    import torch
+
+    ckpt = {name: module.state_dict() for name, module in state.items()}
+    ckpt.update({k: row[k] for k in ("update", "phase", "wall_s", "train_s")}, args=asdict(args), **extra)
+    ckpt.update(torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate())
+    ckpt["cuda_rng"] = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
+    path = os.path.join(run_dir, "checkpoint.pt")
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(run_dir: str, state: dict, device) -> dict:
+    """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
+    import torch
+
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its "
+            "first evaluation); start it again"
+        )
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    for name, module in state.items():
+        module.load_state_dict(ckpt[name])
+    torch.set_rng_state(ckpt["torch_rng"])
+    np.random.set_state(ckpt["numpy_rng"])
+    random.setstate(ckpt["python_rng"])
+    if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"])
+    print(f"resuming {run_dir} at update {ckpt['update']} (settings from its config.json)")
+    return ckpt
+
+
+def start_wandb(args, run_dir: str):
+    """--track: the run mirrored to Weights & Biases (WANDB_ENTITY, WANDB_MODE=offline work as usual)."""
+    import wandb
+
+    name = os.path.basename(run_dir)
+    group = f"{args.env_id.replace('/', '-')}__{args.exp_name}"
+    wandb.init(
+        project=args.wandb_project_name,
+        config=asdict(args),
+        dir=run_dir,
+        name=name,
+        id=name[-64:],
+        resume="allow",
+        group=group,
+    )
+    return wandb
+
+
+def make_table(fields: Dict[str, np.ndarray], device):
+    """Every per-transition field as columns of one tensor, so that a batch is a single gather.
+    Returns the table and each field's width; add a field by adding an entry to `fields`."""
+    import torch
+
+    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
+    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
+    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
+
+
+def sample_batch(table, widths: Dict[str, int], batch_size: int, rows=None):
+    """Uniformly sampled transitions (of `rows` if given) as named fields; 1-wide fields come out as vectors."""
+    import torch
+
+    idx = torch.randint(table.shape[0] if rows is None else rows.shape[0], (batch_size,), device=table.device)
+    return table_rows(table, widths, idx if rows is None else rows[idx])
+
+
+def table_rows(table, widths: Dict[str, int], idx):
+    parts = table[idx].split(list(widths.values()), dim=1)
+    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
+
+
+VALIDATION_ROWS = (0.01, 5000)  # --pretrain-steps auto holds out 1% of the transitions, at most 5000
+
+
+def validation_split(table, seed: int):
+    """--pretrain-steps auto: the held-out rows and the rows that pretraining samples from, drawn with their own
+    generator (seeded by --seed) so that the training random stream stays that of a fixed-length run."""
+    import torch
+
+    perm = torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(seed)).to(table.device)
+    n_val = min(VALIDATION_ROWS[1], max(1, int(table.shape[0] * VALIDATION_ROWS[0])))
+    return perm[:n_val], perm[n_val:]
+
+
+def report_auto_pretraining(run_dir: str, update: int, converged: dict, parts):
+    """The end of --pretrain-steps auto: printed and written to config.json."""
+    record_config(run_dir, pretrain_steps_chosen=update, pretrain_converged=dict(converged))
+    how = ", ".join(
+        f"{p} converged at {converged[p]}" if p in converged else f"{p} capped by --pretrain-max-steps" for p in parts
+    )
+    print(f"auto pretraining ends at update {update}: {how}", flush=True)
+
+
+def cli(main, args_cls):
+    """`__main__` of every script: our own errors (a bad flag, a dataset problem, a loss that diverged) end
+    the run with one `error:` line; any other exception, e.g. from a loss you edited, keeps its traceback."""
+    import tyro
+
+    try:
+        main(tyro.cli(args_cls))
+    except (ConfigError, DatasetError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,7 +765,9 @@ def build_random_dataset(task: str, steps: int = 100_000, seed: int = 0, overwri
     env = gym.make(env_id, max_episode_steps=time_limit)
     rng = np.random.default_rng(seed)
     # All actions drawn up front; the episode loop below only steps the simulator.
-    actions = rng.uniform(env.action_space.low, env.action_space.high, size=(steps + time_limit, env.action_space.shape[0]))
+    actions = rng.uniform(
+        env.action_space.low, env.action_space.high, size=(steps + time_limit, env.action_space.shape[0])
+    )
     actions = actions.astype(env.action_space.dtype)
     buffers, t = [], 0
     while t < steps:
@@ -554,7 +818,9 @@ def main(argv: Optional[Sequence[str]] = None):
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build-random", help="build local/<task>/random-v0 offline (uniform random actions)")
     build.add_argument("task", choices=sorted(TASK_ENVS))
-    build.add_argument("--steps", type=int, default=100_000, help="environment steps to collect (the last episode is completed)")
+    build.add_argument(
+        "--steps", type=int, default=100_000, help="environment steps to collect (the last episode is completed)"
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
     sub.add_parser("list", help="list the short names and the Minari ids they map to")
