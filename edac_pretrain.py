@@ -302,10 +302,11 @@ def td_target(actor, critic_target, batch, alpha, gamma):
     return batch["rew"] + gamma * (1 - batch["term"]) * q_next
 
 
-def cql_term(critic, obs, q, target, loss, low, high):
+def cql_term(critic, actor, obs, q, target, loss):
     """Not in the paper (opt-in): the CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform, summed over
     members, times eq. 21's factor |loss| / |gap|, capped at 2 |loss| / (N rms(Q - y)): the gap starts
     near 0, where the bare factor explodes and stalls the fit (docs/RESULTS.md)."""
+    low, high = actor.bias - actor.scale, actor.bias + actor.scale
     random_act = low + (high - low) * torch.rand(obs.shape[0], CQL_ACTIONS, low.shape[0], device=obs.device)
     q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [N, B, CQL_ACTIONS]
     gap = (torch.logsumexp(q_random, -1) - q).mean(1).sum()
@@ -328,9 +329,7 @@ def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma,
     info = {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
     loss = mc_loss + eta * diversity
     if cql_weight > 0:  # --pretrain-cql-weight
-        cql, cql_info = cql_term(
-            critic, batch["obs"], q, target, mc_loss, -actor.scale + actor.bias, actor.scale + actor.bias
-        )
+        cql, cql_info = cql_term(critic, actor, batch["obs"], q, target, mc_loss)
         loss, info = loss + cql_weight * cql, {**info, **cql_info}
     return loss, info
 
@@ -344,14 +343,18 @@ def critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma, cql_weig
     td_loss = (q - q_target).pow(2).mean(1).sum()
     q_data = q.detach()
     info = {"losses/critic_td": td_loss, "losses/critic_diversity": diversity, "losses/q_mean": q_data.mean()}
-    info.update({"diagnostics/q_data_min": q_data.min(0).values.mean(), "diagnostics/q_data_std": q_data.std(0).mean()})
+    info.update(ensemble_stats(q_data, "q_data"))  # the ensemble on the data's actions...
     loss = td_loss + eta * diversity
     if cql_weight > 0:  # --cql-weight
-        cql, cql_info = cql_term(
-            critic, batch["obs"], q, q_target, td_loss, -actor.scale + actor.bias, actor.scale + actor.bias
-        )
+        cql, cql_info = cql_term(critic, actor, batch["obs"], q, q_target, td_loss)
         loss, info = loss + cql_weight * cql, {**info, **cql_info}
     return loss, info
+
+
+@torch.no_grad()
+def ensemble_stats(q, name):
+    """Diagnostics: the ensemble's minimum and its spread over members, averaged over the batch."""
+    return {f"diagnostics/{name}_min": q.min(0).values.mean(), f"diagnostics/{name}_std": q.std(0, correction=0).mean()}
 
 
 def actor_loss(actor, critic, obs, act, alpha):
@@ -359,10 +362,10 @@ def actor_loss(actor, critic, obs, act, alpha):
     pi, log_prob = actor(obs)
     q_pi = critic(obs, pi)
     loss = (alpha * log_prob - q_pi.min(0).values).mean()
-    with torch.no_grad():  # where the actor goes, and how pessimistic the ensemble is there
+    with torch.no_grad():  # ...and on the actor's, and how far those are from the data's
         distance = (actor(obs, deterministic=True)[0] - act).square().sum(-1).mean()
-        info = {"diagnostics/q_pi_min": q_pi.min(0).values.mean(), "diagnostics/q_pi_std": q_pi.std(0).mean()}
-    info.update({"diagnostics/action_distance": distance, "losses/entropy": -log_prob.mean()})
+        info = {**ensemble_stats(q_pi, "q_pi"), "diagnostics/action_distance": distance}
+    info["losses/entropy"] = -log_prob.mean()
     return loss, {**info, "losses/actor": loss}
 
 

@@ -680,6 +680,7 @@ def start_wandb(args, run_dir: str):
         id=name[-64:],
         resume="allow",
         group=group,
+        save_code=True,
     )
     return wandb
 

@@ -52,17 +52,22 @@ def test_plateau_noise_uses_the_best_so_far_and_history_resumes():
 
 def run_main(module, tmp_path, **overrides):
     args = module.Args(env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32,
-                       actor_hidden_dims=(16, 16), critic_hidden_dims=(16, 16), log_freq=50, pretrain_steps="auto")  # fmt: skip
+                       hidden_dims=(16, 16), log_freq=50, pretrain_steps="auto")  # fmt: skip
     if "edac" in module.__name__:
-        args = replace(args, num_critics=2, entropy_samples=2)
+        args = replace(args, num_critics=2)
     return module.main(replace(args, **overrides))
 
 
+def rule(monkeypatch, tol, patience):
+    """The scripts use utils.Plateau's rule (1% over 5 checks); a test sets another one."""
+    plateau = utils.Plateau
+    monkeypatch.setattr(utils, "Plateau", lambda history=None: plateau(tol, patience, history))
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_switches_before_the_cap_and_records_it(script, minari_root, tmp_path):
-    # tol 1.0: every loss counts as converged after patience + 1 checks (2 checks of 50 updates each)
-    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=900, pretrain_max_steps=800, eval_freq=100,
-                       pretrain_tol=1.0, pretrain_patience=1)  # fmt: skip
+def test_switches_before_the_cap_and_records_it(script, minari_root, tmp_path, monkeypatch):
+    rule(monkeypatch, 1.0, 1)  # every loss counts as converged after patience + 1 checks (2 checks of 50 updates)
+    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=900, pretrain_max_steps=800, eval_freq=100)
     config = json.load(open(os.path.join(run_dir, "config.json")))
     chosen = config["pretrain_steps_chosen"]
     assert config["pretrain_steps"] == "auto" and chosen < 800
@@ -73,13 +78,14 @@ def test_switches_before_the_cap_and_records_it(script, minari_root, tmp_path):
     assert phases[chosen] == "pretrain" and phases[chosen + 100] == "finetune"
     names = {r["name"] for r in csv.DictReader(open(os.path.join(run_dir, "losses.csv")))}
     assert {"validation/actor", "validation/critic"} <= names
-    assert MODULES[script].load_resume_args(run_dir).pretrain_steps == "auto"  # the records do not break resume
+    resumed = utils.load_config(run_dir, MODULES[script].Args, f"{script}.py")
+    assert resumed.pretrain_steps == "auto"  # the records do not break resume
 
 
 @pytest.mark.parametrize("script", ["td3bc_pretrain", "edac_pretrain"])
-def test_cap_respected(script, minari_root, tmp_path, capsys):
-    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=400, pretrain_max_steps=300, eval_freq=100,
-                       pretrain_tol=0.0, pretrain_patience=1000)  # fmt: skip
+def test_cap_respected(script, minari_root, tmp_path, capsys, monkeypatch):
+    rule(monkeypatch, 0.0, 1000)
+    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=400, pretrain_max_steps=300, eval_freq=100)
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["pretrain_steps_chosen"] == 300 and config["pretrain_converged"] == {}
     assert [r["phase"] for r in read_csv(run_dir)] == ["pretrain"] * 3 + ["finetune"]
@@ -87,10 +93,11 @@ def test_cap_respected(script, minari_root, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("script", ["td3bc_pretrain", "edac_pretrain"])
-def test_pretrain_modes_auto(script, minari_root, tmp_path):
+def test_pretrain_modes_auto(script, minari_root, tmp_path, monkeypatch):
+    rule(monkeypatch, 1.0, 1)
     for mode, expected in (("actor", {"actor"}), ("critic", {"critic"})):
         run_dir = run_main(MODULES[script], tmp_path / mode, total_timesteps=300, pretrain_max_steps=250, eval_freq=100,
-                           pretrain_tol=1.0, pretrain_patience=1, pretrain_mode=mode)  # fmt: skip
+                           pretrain_mode=mode)  # fmt: skip
         config = json.load(open(os.path.join(run_dir, "config.json")))
         assert {k for k, v in config["pretrain_converged"].items() if v is not None} == expected
         assert config["pretrain_steps_chosen"] == 100, mode
@@ -101,8 +108,8 @@ def test_resume_in_the_middle_of_auto_pretraining(script, minari_root, tmp_path,
     """A run stopped at its third evaluation (last checkpoint at 200, nothing decided about the critic yet) resumes
     to the same decision and the same final networks as an uninterrupted run."""
     module = MODULES[script]
-    kw = dict(total_timesteps=700, pretrain_max_steps=500, eval_freq=100, pretrain_tol=0.0, pretrain_patience=1000,
-              save_model=True, seed=3)  # fmt: skip
+    rule(monkeypatch, 0.0, 1000)
+    kw = dict(total_timesteps=700, pretrain_max_steps=500, eval_freq=100, save_model=True, seed=3)
     straight = run_main(module, tmp_path / "straight", **kw)
 
     evaluate, calls = utils.evaluate, []
@@ -120,7 +127,7 @@ def test_resume_in_the_middle_of_auto_pretraining(script, minari_root, tmp_path,
     stopped = os.path.join(tmp_path / "stopped", os.listdir(tmp_path / "stopped")[0])
     assert "pretrain_steps_chosen" not in json.load(open(os.path.join(stopped, "config.json")))
     assert torch.load(os.path.join(stopped, "checkpoint.pt"), weights_only=False)["update"] == 200
-    resumed = module.main(module.load_resume_args(stopped))
+    resumed = module.main(module.Args(resume=stopped))
     a, b = (json.load(open(os.path.join(d, "config.json"))) for d in (straight, resumed))
     assert a["pretrain_steps_chosen"] == b["pretrain_steps_chosen"] == 500
     ca, cb = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (straight, resumed))
@@ -134,20 +141,19 @@ def test_auto_errors(script, minari_root, tmp_path):
     module = MODULES[script]
     with pytest.raises(utils.ConfigError, match="--pretrain-max-steps 600 exceeds --total-timesteps 500"):
         run_main(module, tmp_path, total_timesteps=500, pretrain_max_steps=600)
-    with pytest.raises(utils.ConfigError, match="--pretrain-patience >= 1"):
-        run_main(module, tmp_path, total_timesteps=500, pretrain_max_steps=100, pretrain_patience=0)
+    with pytest.raises(utils.ConfigError, match="--pretrain-max-steps must be >= 1"):
+        run_main(module, tmp_path, total_timesteps=500, pretrain_max_steps=0)
 
 
 def test_sampling_from_rows_and_the_split():
     """sample_batch with `rows` draws only those rows (uniformly, one randint as without); the validation split is
     a partition of the table's rows."""
-    module = MODULES["td3bc_pretrain"]
     table, widths, rows = torch.arange(100.0).view(100, 1), {"x": 1}, torch.arange(50, 100)
     torch.manual_seed(0)
-    drawn = module.sample_batch(table, widths, 4000, rows)["x"]
+    drawn = utils.sample_batch(table, widths, 4000, rows)["x"]
     torch.manual_seed(0)
     assert torch.equal(drawn, rows[torch.randint(50, (4000,))].float())
     assert set(drawn.long().tolist()) == set(range(50, 100))
-    val, train = module.validation_split(table, replace(module.Args(), pretrain_val_fraction=0.1))
-    assert len(val) == 10 and len(train) == 90 and len(set(val.tolist()) | set(train.tolist())) == 100
+    val, train = utils.validation_split(table, seed=1)
+    assert len(val) == 1 and len(train) == 99  # 1% held out and len(set(val.tolist()) | set(train.tolist())) == 100
     assert np.all(np.sort(np.concatenate([val.numpy(), train.numpy()])) == np.arange(100))

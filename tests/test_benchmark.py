@@ -132,7 +132,10 @@ def test_scripts_total_and_pretrain_overrides():
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 3 * 2 and all("python td3bc_pretrain.py " in line for line in lines)  # 3 seeds x 2 variants
     assert all(line.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in line for line in lines)
-    assert sum("--pretrain-steps 20000 " in line for line in lines) == 3 and sum("--pretrain-steps 0 " in line for line in lines) == 3
+    assert (
+        sum("--pretrain-steps 20000 " in line for line in lines) == 3
+        and sum("--pretrain-steps 0 " in line for line in lines) == 3
+    )
     # without overrides the paper profile keeps its budget
     res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_pretrain.py"})
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
@@ -173,7 +176,9 @@ def test_sustained_efficiency_ignores_a_lucky_early_evaluation(tmp_path):
     write_run(root, "p2", 5000, 2, [60, 10, 50, 20], [12, 24, 36, 48])  # seed-mean ends at 35 < 45: never sustained
     e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
     assert e["pretrained_sustained_updates"] is None and e["sustained_update_ratio"] is None
-    assert "not reached / 400 |" in summarize.markdown(summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e})
+    assert "not reached / 400 |" in summarize.markdown(
+        summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e}
+    )
 
 
 def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
@@ -186,7 +191,9 @@ def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
     strict, lenient = summarize.efficiency(groups)[key], summarize.efficiency(groups, dips=1)[key]
     assert (strict["pretrained_sustained_updates"], strict["scratch_sustained_updates"]) == (400, 200)
     assert (lenient["pretrained_sustained_updates"], lenient["scratch_sustained_updates"]) == (100, 200)
-    assert lenient["sustained_update_ratio"] == pytest.approx(0.5) and lenient["sustained_wall_ratio"] == pytest.approx(0.6)
+    assert lenient["sustained_update_ratio"] == pytest.approx(0.5) and lenient["sustained_wall_ratio"] == pytest.approx(
+        0.6
+    )
     summarize.main([root, "--allow-dips", "1", "--no-plots"])
     assert "| stays above (<= 1 dips) from, updates (ratio) |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -211,13 +218,20 @@ def test_bare_command_is_the_paper_profile():
 
 
 def test_slurm_dry_run_prints_the_array_script(tmp_path):
-    env = {"BENCH_LAUNCHER": "slurm", "BENCH_OUT": str(tmp_path / "out"), "BENCH_SLURM_ARGS": "--partition gpu --time 2:00:00"}
+    env = {
+        "BENCH_LAUNCHER": "slurm",
+        "BENCH_OUT": str(tmp_path / "out"),
+        "BENCH_SLURM_ARGS": "--partition gpu --time 2:00:00",
+    }
     res = bench("quick", "--dry-run", env=env)
     assert res.returncode == 0, res.stderr
     assert "#SBATCH --array=0-3" in res.stdout  # 1 dataset x 2 scripts x 1 seed x 2 variants
     assert f"#SBATCH --output={tmp_path}/out/logs/slurm-%A_%a.out" in res.stdout
     assert 'bash benchmark.sh quick --task "$SLURM_ARRAY_TASK_ID"' in res.stdout
-    assert f"would write {tmp_path}/out/slurm_array.sh and submit: sbatch --partition gpu --time 2:00:00 {tmp_path}/out/slurm_array.sh" in res.stdout
+    assert (
+        f"would write {tmp_path}/out/slurm_array.sh and submit: sbatch --partition gpu --time 2:00:00 {tmp_path}/out/slurm_array.sh"
+        in res.stdout
+    )
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
@@ -243,7 +257,7 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         "BENCH_TOTAL": "200",
         "BENCH_PRETRAIN": "100",
         "OMP_NUM_THREADS": "1",
-        "BENCH_FLAGS": "--no-compile --batch-size 64 --critic-hidden-dims 32 32 --eval-episodes 2 --eval-freq 100",
+        "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 2 --eval-freq 100",
     }
     res = bench("quick", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -255,7 +269,7 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         (summary,) = glob.glob(str(out / "runs" / name / "*" / "summary.csv"))
         config = json.load(open(os.path.join(os.path.dirname(summary), "config.json")))
         assert config["total_timesteps"] == 200 and config["pretrain_steps"] == (100 if variant == "pretrained" else 0)
-        assert config["critic_hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
+        assert config["hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
         assert os.path.getsize(out / "logs" / f"{name}.log") > 0
     # a task whose run is finished skips it, as the local launcher does
     again = subprocess.run(
@@ -287,9 +301,16 @@ def test_summary_reports_the_lengths_auto_chose(tmp_path):
 
 def test_bench_pretrain_auto_reaches_the_runs(tmp_path):
     env = dict(os.environ, BENCH_PRETRAIN="auto", BENCH_OUT=str(tmp_path / "b"), BENCH_PROBE="0")
-    res = subprocess.run(["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        ["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert "--pretrain-steps auto" in res.stdout and "--pretrain-steps 0" in res.stdout
     env["BENCH_PRETRAIN"] = "sometimes"
-    res = subprocess.run(["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert res.returncode == 2 and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')" in res.stderr
+    res = subprocess.run(
+        ["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert (
+        res.returncode == 2
+        and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')" in res.stderr
+    )

@@ -51,9 +51,21 @@ def test_bf16_actor_outputs_fp32_actions(script):
 
 @pytest.mark.parametrize("script", ["edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain"])
 def test_bf16_runs_end_to_end(script, minari_root, tmp_path):
-    extra = ["--num-critics", "3", "--entropy-samples", "2"] if "edac" in script else []
+    extra = ["--num-critics", "3"] if "edac" in script else []
     res = run_script(
-        TINY + extra + ["--bf16", "--total-timesteps", "150", "--pretrain-steps", "100", "--eval-freq", "50", "--runs-dir", str(tmp_path)],
+        TINY
+        + extra
+        + [
+            "--bf16",
+            "--total-timesteps",
+            "150",
+            "--pretrain-steps",
+            "100",
+            "--eval-freq",
+            "50",
+            "--runs-dir",
+            str(tmp_path),
+        ],
         script=f"{script}.py",
     )
     assert res.returncode == 0, res.stderr

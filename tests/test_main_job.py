@@ -110,7 +110,9 @@ def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
         ]
     )
     assert res.returncode == 0, res.stderr
-    status = [line for line in res.stdout.splitlines() if line.startswith("[pretrain ") or line.startswith("[finetune ")]
+    status = [
+        line for line in res.stdout.splitlines() if line.startswith("[pretrain ") or line.startswith("[finetune ")
+    ]
     assert [line.split("]")[0] for line in status] == [
         "[pretrain 50/200",
         "[pretrain 100/200",

@@ -7,10 +7,12 @@ import os
 from conftest import ROOT
 
 SCRIPTS = [
-    s for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py") if os.path.exists(os.path.join(ROOT, s))
+    s
+    for s in ("td3bc_pretrain.py", "edac_pretrain.py", "td3bc_cql_pretrain.py", "edac_bc_pretrain.py")
+    if os.path.exists(os.path.join(ROOT, s))
 ]
-# Differences on purpose: EDAC's networks are 256 x 3; its CQL term runs N critics per random action.
-INTENDED = {"actor_hidden_dims", "critic_hidden_dims", "cql_n_actions"}
+# Differences on purpose: EDAC's networks are 256 x 3; in TD3+BC+CQL pretraining's CQL weight follows --cql-weight.
+INTENDED = {"hidden_dims", "pretrain_cql_weight", "cql_weight"}  # CQL: opt-in in EDAC, Table 3 in the hybrid
 SHARED = {
     "env_id",
     "seed",
@@ -26,7 +28,6 @@ SHARED = {
     "eval_protocol",
     "track",
     "wandb_project_name",
-    "wandb_entity",
     "cuda",
     "save_model",
     "resume",
@@ -34,21 +35,24 @@ SHARED = {
     "mc_tail",
     "actor_layernorm",
     "critic_layernorm",
-    "normalize_states",
     "log_freq",
     "runs_dir",
     "compile",
-    "torch_deterministic",
     "bf16",
-    "actor_hidden_dims",
-    "critic_hidden_dims",
+    "hidden_dims",
+    "pretrain_max_steps",
+    "pretrain_cql_weight",
 }
 
 
 def args_fields(script):
     tree = ast.parse(open(os.path.join(ROOT, script)).read())
     cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Args")
-    return {item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value)) for item in cls.body if isinstance(item, ast.AnnAssign)}
+    return {
+        item.target.id: (ast.unparse(item.annotation), ast.unparse(item.value))
+        for item in cls.body
+        if isinstance(item, ast.AnnAssign)
+    }
 
 
 def test_at_least_two_scripts():
@@ -72,7 +76,12 @@ def test_td_lambda_task_defaults_per_script():
     """Section 6.2: lambda 0.1 on halfcheetah for TD3+BC and EDAC, on walker2d for EDAC only, else 0; a set value wins."""
     import importlib
 
-    expected = {"halfcheetah-medium": (0.1, 0.1), "walker2d-medium": (0.0, 0.1), "hopper-medium": (0.0, 0.0), "pen-human": (0.0, 0.0)}
+    expected = {
+        "halfcheetah-medium": (0.1, 0.1),
+        "walker2d-medium": (0.0, 0.1),
+        "hopper-medium": (0.0, 0.0),
+        "pen-human": (0.0, 0.0),
+    }
     for script in SCRIPTS:
         module = importlib.import_module(script[:-3])
         for env_id, (td3bc, edac) in expected.items():

@@ -7,7 +7,10 @@ from conftest import run_script
 
 
 def test_reference_edac():
-    res = run_script(["--algo", "edac", "--num-critics", "2", "--steps", "1", "--obs-dim", "3", "--act-dim", "2"], script="tools/speed_reference.py")
+    res = run_script(
+        ["--algo", "edac", "--num-critics", "2", "--steps", "1", "--obs-dim", "3", "--act-dim", "2"],
+        script="tools/speed_reference.py",
+    )
     assert res.returncode == 0, res.stderr
     assert re.search(r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\): [\d.]+ updates/s", res.stdout)
 
@@ -84,15 +87,34 @@ def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
 
     import utils
 
-    for script, extra in (("td3bc_pretrain.py", []), ("edac_pretrain.py", ["--num-critics", "2", "--entropy-samples", "2"])):
-        flags = [*TINY, *extra, "--total-timesteps", "30", "--pretrain-steps", "10", "--eval-freq", "30", "--eval-episodes", "1"]
+    for script, extra in (
+        ("td3bc_pretrain.py", []),
+        ("edac_pretrain.py", ["--num-critics", "2"]),
+    ):
+        flags = [
+            *TINY,
+            *extra,
+            "--total-timesteps",
+            "30",
+            "--pretrain-steps",
+            "10",
+            "--eval-freq",
+            "30",
+            "--eval-episodes",
+            "1",
+        ]
         res = run_script([*flags, "--save-model", "--runs-dir", str(tmp_path / script)], script=script)
         assert res.returncode == 0, res.stderr
         run_dir = run_dir_of(res.stdout)
         recorded = float(list(csv.DictReader(open(os.path.join(run_dir, "eval.csv"))))[-1]["return_mean"])
         seed = utils.eval_seeds(1, 1)[0]
-        res = run_script([run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"], script="tools/rollout.py")
+        res = run_script(
+            [run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"], script="tools/rollout.py"
+        )
         assert res.returncode == 0, res.stderr
-        assert "checkpoint at update 30 (finetune)" in res.stdout and "squared distance to the dataset's action" in res.stdout
+        assert (
+            "checkpoint at update 30 (finetune)" in res.stdout
+            and "squared distance to the dataset's action" in res.stdout
+        )
         returns = [float(m) for m in re.findall(r"episode \d: return (-?[\d.]+)", res.stdout)]
         assert len(returns) == 2 and returns[0] == pytest.approx(recorded, abs=0.5), (returns, recorded)

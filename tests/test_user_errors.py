@@ -26,8 +26,7 @@ def run_main(module, tmp_path, **overrides):
         pretrain_steps=50,
         eval_freq=100,
         eval_episodes=1,
-        actor_hidden_dims=(8, 8),
-        critic_hidden_dims=(8, 8),
+        hidden_dims=(8, 8),
     )
     from dataclasses import replace
 
@@ -66,7 +65,9 @@ def test_runs_dir_naming_a_file(script, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_batch_larger_than_the_dataset(script, minari_root, tmp_path):
-    with pytest.raises(ValueError, match=r"--batch-size 2000000000 exceeds the dataset's \d+ transitions: use at most \d+"):
+    with pytest.raises(
+        ValueError, match=r"--batch-size 2000000000 exceeds the dataset's \d+ transitions: use at most \d+"
+    ):
         run_main(MODULES[script], tmp_path, batch_size=2_000_000_000)
     assert not os.path.exists(tmp_path / "runs")  # refused before a run directory was made
 
@@ -84,10 +85,12 @@ def episodes(truncated_end):
 def test_gamma_one_with_geometric_tail_only_fails_on_truncated_ends(script):
     module = MODULES[script]
     args = module.Args(gamma=1.0, mc_tail="geometric", batch_size=2)
-    module.check_data(args, episodes(truncated_end=False))  # every episode terminates: the paper's Table 1 case
-    with pytest.raises(ValueError, match="--gamma 1.0 with --mc-tail geometric: 1 episode\\(s\\) end truncated.*use --mc-tail none"):
-        module.check_data(args, episodes(truncated_end=True))
-    module.check_data(module.Args(gamma=1.0, mc_tail="none", batch_size=2), episodes(truncated_end=True))
+    utils.check_data(args, episodes(truncated_end=False))  # every episode terminates: the paper's Table 1 case
+    with pytest.raises(
+        ValueError, match="--gamma 1.0 with --mc-tail geometric: 1 episode\\(s\\) end truncated.*use --mc-tail none"
+    ):
+        utils.check_data(args, episodes(truncated_end=True))
+    utils.check_data(module.Args(gamma=1.0, mc_tail="none", batch_size=2), episodes(truncated_end=True))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -97,7 +100,9 @@ def test_returns_with_gamma_one_and_the_default_tail(script):
     if hasattr(module, "mc_returns"):
         returns = lambda d: module.mc_returns(d["rewards"], d["terminations"], d["truncations"], gamma=1.0)
     else:  # the soft returns with zero entropy are the hard returns
-        returns = lambda d: module.soft_mc_returns(d["rewards"], np.zeros(4), d["terminations"], d["truncations"], gamma=1.0, alpha=0.5)
+        returns = lambda d: module.soft_mc_returns(
+            d["rewards"], np.zeros(4), d["terminations"], d["truncations"], gamma=1.0, alpha=0.5
+        )
     np.testing.assert_allclose(returns(data), [1 + 2, 2, 3 + 4, 4])  # undiscounted sums within each episode
     with pytest.raises(ValueError, match="needs gamma < 1: 1 episode\\(s\\) end truncated"):
         returns(episodes(truncated_end=True))
@@ -111,17 +116,23 @@ def test_resume_of_another_scripts_run_names_it(reader, tmp_path):
     config = asdict(MODULES[writer].Args())
     json.dump({**config, "script": f"{writer}.py"}, open(run_dir / "config.json", "w"))
     with pytest.raises(ValueError) as e:
-        MODULES[reader].load_resume_args(str(run_dir))
-    assert f"that run was written by {writer}.py, not {reader}.py; resume it with python {writer}.py --resume {run_dir}" in str(e.value)
+        utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
+    assert (
+        f"that run was written by {writer}.py, not {reader}.py; resume it with python {writer}.py --resume {run_dir}"
+        in str(e.value)
+    )
     # a config.json from before the script was recorded: the fields that give it away are named
     json.dump(config, open(run_dir / "config.json", "w"))
     extra = sorted(set(config) - set(asdict(MODULES[reader].Args())))
     if extra:  # (a hybrid accepts its base's fields: there only the recorded script name tells them apart)
-        with pytest.raises(ValueError, match=f"written by another script \\(its config has {', '.join(extra)}, which {reader}.py lacks\\)"):
-            MODULES[reader].load_resume_args(str(run_dir))
+        with pytest.raises(
+            ValueError,
+            match=f"written by another script \\(its config has {', '.join(extra)}, which {reader}.py lacks\\)",
+        ):
+            utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
     # its own runs resume
     json.dump({**asdict(MODULES[reader].Args()), "script": f"{reader}.py"}, open(run_dir / "config.json", "w"))
-    assert MODULES[reader].load_resume_args(str(run_dir)).resume == str(run_dir)
+    assert utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py").resume == str(run_dir)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -149,5 +160,8 @@ def test_bad_input_is_one_error_line_without_traceback(script, minari_root, tmp_
     res = run_script(TINY + ["--learning-rate", "-1", "--batch-size", "0"], script=f"{script}.py")
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "--learning-rate must be > 0 (got -1.0)" in res.stderr and "--batch-size must be at least 1 (got 0)" in res.stderr
+    assert (
+        "--learning-rate must be > 0 (got -1.0)" in res.stderr
+        and "--batch-size must be at least 1 (got 0)" in res.stderr
+    )
     assert "Traceback" not in res.stderr

@@ -151,7 +151,9 @@ def test_build_random_cli(tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"wrote local/hopper/random-v0 to {os.path.join(root, 'local/hopper/random-v0')}" in res.stdout
     assert "--env-id hopper-random" in res.stdout
-    again = run_script(["build-random", "hopper", "--steps", "300"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root})
+    again = run_script(
+        ["build-random", "hopper", "--steps", "300"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root}
+    )
     assert "already exists" in again.stdout
     import minari
 

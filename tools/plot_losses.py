@@ -51,7 +51,9 @@ def main(argv=None):
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.2 * len(names)), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         for (values, _), label in zip(runs, labels):
-            points = [(u, v) for u, v in values.get(name, []) if u >= args.start and (args.end is None or u <= args.end)]
+            points = [
+                (u, v) for u, v in values.get(name, []) if u >= args.start and (args.end is None or u <= args.end)
+            ]
             if points:
                 ax.plot(*zip(*points), label=label, marker="." if name.startswith("eval/") else None)
         ends = {p for _, p in runs}

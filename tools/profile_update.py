@@ -21,7 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PHASES = {"td3bc_pretrain": ("pretrain", "finetune"), "edac_pretrain": ("actor-pretrain", "critic-pretrain", "finetune")}
+PHASES = {
+    "td3bc_pretrain": ("pretrain", "finetune"),
+    "edac_pretrain": ("actor-pretrain", "critic-pretrain", "finetune"),
+}
 
 
 def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
@@ -35,28 +38,25 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4, fused=True)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=3e-4, fused=True)
-    batch = {"obs": torch.randn(batch_size, obs_dim), "act": torch.rand(batch_size, act_dim) * 2 - 1,
-             "rew": torch.randn(batch_size), "next_obs": torch.randn(batch_size, obs_dim), "term": torch.zeros(batch_size),
-             "mc_return": torch.randn(batch_size), "soft_return": torch.randn(batch_size)}  # fmt: skip
+    batch = {"obs": torch.randn(batch_size, obs_dim), "act": torch.rand(batch_size, act_dim) * 2 - 1}
+    batch.update(rew=torch.randn(batch_size), next_obs=torch.randn(batch_size, obs_dim), term=torch.zeros(batch_size))
+    batch.update(mc_return=torch.randn(batch_size), soft_return=torch.randn(batch_size))
     compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    script_args = (
-        module.Args(num_critics=n, eta=1.0, td_lambda=0.0, pretrain_cql_weight=1.0, cql_weight=1.0)
-        if edac
-        else module.Args(alpha=2.5, pretrain_cql_weight=0.0, td_lambda=0.0)
-    )
+    cql = 1.0 if args.cql else 0.0  # EDAC's opt-in CQL terms
     params, target_params = list(critic.parameters()), list(critic_target.parameters())
     if not edac:
         params, target_params = params + list(actor.parameters()), target_params + list(actor_target.parameters())
         critic_pre, bc = compile_fn(module.pretrain_critic_loss), compile_fn(module.bc_loss)
-        critic_fine, actor_fine = compile_fn(module.finetune_critic_loss), compile_fn(module.finetune_actor_loss)
+        critic_fine, actor_fine = compile_fn(module.critic_loss), compile_fn(module.actor_loss)
 
         def step(i):
             if phase == "pretrain":
-                module.gradient_step(critic_opt, critic_pre(critic, actor_target, critic_target, batch, script_args)[0])
+                loss = critic_pre(critic, actor_target, critic_target, batch, 0.99, 0.0, 0.0)[0]
+                module.gradient_step(critic_opt, loss)
                 module.gradient_step(actor_opt, bc(actor, batch["obs"], batch["act"])[0])
                 module.soft_update(target_params, params, 0.005)
                 return
-            module.gradient_step(critic_opt, critic_fine(critic, actor_target, critic_target, batch, script_args)[0])
+            module.gradient_step(critic_opt, critic_fine(critic, actor_target, critic_target, batch, 0.99, False)[0])
             if i % 2 == 0:
                 critic.requires_grad_(False)
                 loss = actor_fine(actor, critic, batch["obs"], batch["act"], 2.5)[0]
@@ -65,27 +65,25 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
                 module.soft_update(target_params, params, 0.005)
 
         return step
+
     log_alpha = torch.zeros((), requires_grad=True)
     alpha_opt = torch.optim.Adam([log_alpha], lr=3e-4, fused=True)
-    bc, actor_fine = compile_fn(module.soft_bc_loss), compile_fn(module.finetune_actor_loss)
-    anchor = torch.zeros(())  # --anchor-weight: off, as on every task but halfcheetah
+    bc, actor_fine = compile_fn(module.soft_bc_loss), compile_fn(module.actor_loss)
 
     def step(i):
-        alpha = log_alpha.exp().detach()
         if phase == "actor-pretrain":
-            loss, log_prob, _ = bc(actor, batch["obs"], batch["act"], alpha)
-            module.gradient_step(actor_opt, loss)
-            module.gradient_step(alpha_opt, module.alpha_loss(log_alpha, log_prob, -float(act_dim))[0])
+            alpha, _ = module.temperature_step(actor, batch["obs"], log_alpha, alpha_opt, -float(act_dim))
+            module.gradient_step(actor_opt, bc(actor, batch["obs"], batch["act"], alpha)[0])
             return
         if phase == "finetune":
+            alpha, _ = module.temperature_step(actor, batch["obs"], log_alpha, alpha_opt, -float(act_dim))
             critic.requires_grad_(False)
-            loss, log_prob, _ = actor_fine(actor, critic, batch["obs"], batch["act"], alpha, anchor)
+            loss = actor_fine(actor, critic, batch["obs"], batch["act"], alpha)[0]
             critic.requires_grad_(True)
             module.gradient_step(actor_opt, loss)
-            module.gradient_step(alpha_opt, module.alpha_loss(log_alpha, log_prob, -float(act_dim))[0])
-            loss = module.finetune_critic_loss(critic, actor, critic_target, batch, alpha, 1.0, script_args)[0]
+            loss = module.critic_loss(critic, actor, critic_target, batch, alpha, 1.0, 0.99, cql)[0]
         else:
-            loss = module.pretrain_critic_loss(critic, actor, critic_target, batch, 0.2, 1.0, script_args)[0]
+            loss = module.pretrain_critic_loss(critic, actor, critic_target, batch, 0.2, 1.0, 0.99, 0.0, cql)[0]
         module.gradient_step(critic_opt, loss)
         module.soft_update(target_params, params, 0.005)
 
@@ -95,9 +93,12 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", choices=sorted(PHASES), required=True)
-    parser.add_argument("--phase", required=True, help="td3bc: pretrain, finetune; edac: actor-pretrain, critic-pretrain, finetune")
+    parser.add_argument(
+        "--phase", required=True, help="td3bc: pretrain, finetune; edac: actor-pretrain, critic-pretrain, finetune"
+    )
     parser.add_argument("--num-critics", type=int, default=10)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--cql", action="store_true", help="edac: with the opt-in CQL terms (weight 1)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--steps", type=int, default=0, help="profiled updates (default: td3bc 200, edac 10)")
     parser.add_argument("--top", type=int, default=12, help="operators to print")

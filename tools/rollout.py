@@ -28,13 +28,12 @@ def load_actor(run_dir):
     """(the actor with the checkpoint's weights, the checkpoint, the dataset), built as the run's script built them."""
     config = json.load(open(os.path.join(run_dir, "config.json")))
     module = importlib.import_module(config["script"][: -len(".py")])
-    args = module.load_resume_args(run_dir)
+    args = utils.load_config(run_dir, module.Args, config["script"])
     dataset = utils.load_dataset(args.env_id)
     ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu", weights_only=False)
     obs_dim, act_dim = dataset.observation_space.shape[0], dataset.action_space.shape[0]
     low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    extra = {"affine": args.layernorm_affine} if hasattr(args, "layernorm_affine") else {}
-    actor = module.Actor(obs_dim, act_dim, args.actor_hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16, **extra)
+    actor = module.Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, bf16=args.bf16)
     actor.load_state_dict(ckpt["actor"])
     return actor, ckpt, dataset
 
@@ -66,10 +65,10 @@ def main():
         obs.append(episode.observations[:-1]), acts.append(episode.actions)
     obs, acts = np.concatenate(obs), np.concatenate(acts)
     policy_acts = act(actor, (obs - mean) / std)
-    print(
-        f"on {len(obs)} dataset states: squared distance to the dataset's action {((policy_acts - acts) ** 2).sum(1).mean():.3f}; "
-        f"mean action {np.array2string(policy_acts.mean(0), precision=2)} (dataset {np.array2string(acts.mean(0), precision=2)})"
-    )
+    distance = ((policy_acts - acts) ** 2).sum(1).mean()
+    means = [np.array2string(a.mean(0), precision=2) for a in (policy_acts, acts)]
+    print(f"on {len(obs)} dataset states: squared distance to the dataset's action {distance:.3f}; ")
+    print(f"mean action {means[0]} (dataset {means[1]})")
 
     env = dataset.recover_environment(eval_env=True)
     cheetah = "HalfCheetah" in env.spec.id
@@ -86,7 +85,9 @@ def main():
         if cheetah:
             flipped = np.flatnonzero(np.abs(angles) > FLIP_ANGLE)
             if len(flipped):
-                line += f", on its back from step {flipped[0]}" + (" to the end" if abs(angles[-1]) > FLIP_ANGLE else " (got up again)")
+                line += f", on its back from step {flipped[0]}" + (
+                    " to the end" if abs(angles[-1]) > FLIP_ANGLE else " (got up again)"
+                )
             else:
                 line += ", never on its back"
         print(line)

@@ -56,7 +56,9 @@ class TD3BCReference:
         self.actor = sequential(obs_dim, act_dim, hidden, layernorm, nn.Tanh())
         self.critic_1 = sequential(obs_dim + act_dim, 1, hidden, layernorm)
         self.critic_2 = sequential(obs_dim + act_dim, 1, hidden, layernorm)
-        self.actor_target, self.critic_1_target, self.critic_2_target = (copy.deepcopy(m) for m in (self.actor, self.critic_1, self.critic_2))
+        self.actor_target, self.critic_1_target, self.critic_2_target = (
+            copy.deepcopy(m) for m in (self.actor, self.critic_1, self.critic_2)
+        )
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
         self.critic_1_optimizer = torch.optim.Adam(self.critic_1.parameters(), lr=3e-4)
         self.critic_2_optimizer = torch.optim.Adam(self.critic_2.parameters(), lr=3e-4)
@@ -125,7 +127,14 @@ class EnsembleCritic(nn.Module):
 class GaussianActor(nn.Module):
     def __init__(self, obs_dim, act_dim, hidden=256):
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.trunk = nn.Sequential(
+            nn.Linear(obs_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+        )
         self.mu, self.log_sigma = nn.Linear(hidden, act_dim), nn.Linear(hidden, act_dim)
 
     def forward(self, state):
@@ -182,7 +191,9 @@ class EDACReference:
             q_next = self.target_critic(next_state, next_action).min(0).values - alpha * next_log_prob
             target_q = reward + gamma * (1 - done) * q_next
         q = self.critic(state, action)
-        critic_loss = ((q - target_q.unsqueeze(0)) ** 2).mean(dim=1).sum(dim=0) + self.eta * self.diversity(state, action)
+        critic_loss = ((q - target_q.unsqueeze(0)) ** 2).mean(dim=1).sum(dim=0) + self.eta * self.diversity(
+            state, action
+        )
         self.critic_optimizer.zero_grad()
         critic_loss.backward()
         self.critic_optimizer.step()
@@ -201,7 +212,9 @@ def updates_per_second(agent, buffer, steps, warmup=3, batch_size=256):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", choices=["td3bc", "edac"], required=True)
-    parser.add_argument("--layernorm", action="store_true", help="TD3+BC: LayerNorm after every hidden Linear (the paper's)")
+    parser.add_argument(
+        "--layernorm", action="store_true", help="TD3+BC: LayerNorm after every hidden Linear (the paper's)"
+    )
     parser.add_argument("--num-critics", type=int, default=10, help="EDAC ensemble size")
     parser.add_argument("--steps", type=int, default=0, help="timed updates (default: td3bc 500, edac 20)")
     parser.add_argument("--obs-dim", type=int, default=17)

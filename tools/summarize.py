@@ -45,7 +45,9 @@ def load_runs(root, window=None):
                 "dataset": config["env_id"],
                 "algorithm": config["exp_name"],
                 "pretrained": config["pretrain_steps"] == "auto" or config["pretrain_steps"] > 0,
-                "pretrain_steps": config.get("pretrain_steps_chosen", config["pretrain_steps"]),  # auto: the length it chose
+                "pretrain_steps": config.get(
+                    "pretrain_steps_chosen", config["pretrain_steps"]
+                ),  # auto: the length it chose
                 "auto": config["pretrain_steps"] == "auto",
                 "seed": config["seed"],
                 "window": window or config.get("score_window"),
@@ -144,13 +146,13 @@ def markdown(groups, ratios, dips=0):
         windows = [window_score(r) for r in runs]
         lengths = ", ".join(str(r["pretrain_steps"]) for r in runs)
         how = ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
-        lines.append(
-            f"| {dataset} | {algorithm} | {how} | {len(runs)} | {fmt(np.mean(finals), np.std(finals))} | {fmt(np.mean(windows), np.std(windows))} |"
-        )
+        final, window = fmt(np.mean(finals), np.std(finals)), fmt(np.mean(windows), np.std(windows))
+        lines.append(f"| {dataset} | {algorithm} | {how} | {len(runs)} | {final} | {window} |")
     if ratios:
         lines += [
             "",
-            "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) | wall-clock s: pretrained / scratch (ratio) "
+            "| dataset | algorithm | 90% of scratch final | updates: pretrained / scratch (ratio) "
+            "| wall-clock s: pretrained / scratch (ratio) "
             f"| stays above{f' (<= {dips} dips)' if dips else ''} from, updates (ratio) "
             f"| stays above{f' (<= {dips} dips)' if dips else ''} from, wall-clock s (ratio) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -167,8 +169,10 @@ def markdown(groups, ratios, dips=0):
                 f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
                 f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
                 f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} | "
-                f"{pair(e['pretrained_sustained_updates'], e['scratch_sustained_updates'], e['sustained_update_ratio'])} | "
-                f"{pair(e['pretrained_sustained_wall_s'], e['scratch_sustained_wall_s'], e['sustained_wall_ratio'], 's')} |"
+                + pair(e["pretrained_sustained_updates"], e["scratch_sustained_updates"], e["sustained_update_ratio"])
+                + " | "
+                + pair(e["pretrained_sustained_wall_s"], e["scratch_sustained_wall_s"], e["sustained_wall_ratio"], "s")
+                + " |"
             )
     return "\n".join(lines)
 
@@ -193,7 +197,9 @@ def plot(groups, out_dir):
                 ax.plot(x, mean, color=color, label=label)
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
             if pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
-                axes[0].axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1, label="end of pretraining")
+                axes[0].axvline(
+                    runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1, label="end of pretraining"
+                )
         axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         axes[0].set_xlabel("updates (pretraining included)")
         axes[1].set_xlabel("wall-clock seconds")
