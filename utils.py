@@ -265,13 +265,23 @@ def reference_scores(dataset, protocol: str = "d4rl") -> Optional[Tuple[float, f
 
 
 def eval_time_limit(dataset, protocol: str = "d4rl") -> Optional[int]:
-    """The evaluation time limit override of a protocol, None to keep the dataset's eval env's."""
+    """The evaluation time limit a protocol sets, None to keep the dataset's eval env's: on the Adroit tasks
+    `d4rl` is D4RL's (pen 100, door/hammer/relocate 200), which its reference scores were measured at (Minari's
+    D4RL/pen sets evaluate for 200 steps, which inflates pen's scores), `paper` the paper's Table 4."""
     if protocol not in ("d4rl", "paper"):
         raise ValueError(f"unknown eval protocol '{protocol}': use 'd4rl' or 'paper'")
     task = task_of(dataset.spec.dataset_id)
     if protocol == "paper" and task in PAPER_PROTOCOL:
         return PAPER_PROTOCOL[task][0]
-    return None
+    return TASK_ENVS[task][1] if task in ADROIT_TASKS else None
+
+
+def dataset_time_limit(dataset) -> Optional[int]:
+    """The time limit of the dataset's own evaluation environment (its eval_env_spec, else its env_spec)."""
+    meta = dataset.storage.metadata
+    spec = meta.get("eval_env_spec") or meta.get("env_spec")
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    return spec.get("max_episode_steps") if spec else None
 
 
 def normalized_score(returns, ref: Optional[Tuple[float, float]]):
@@ -289,12 +299,18 @@ def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, d
         f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
         f"device {device}; run dir {run_dir}"
     )
+    own, limit = dataset_time_limit(dataset), eval_time_limit(dataset, protocol)
     print(
-        f"reference scores ({protocol}): random {ref[0]}, expert {ref[1]}"
-        if ref
-        else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): "
-        "raw returns only"
+        f"evaluation ({protocol} protocol): episodes of at most {limit or own} steps; "
+        + (
+            f"reference scores random {ref[0]}, expert {ref[1]}"
+            if ref
+            else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): "
+            "raw returns only"
+        )
     )
+    if limit is not None and own != limit:
+        print(f"the dataset's eval env stops episodes at {own} steps: overridden to {limit} ({protocol} protocol)")
 
 
 def state_normalizer(observations: np.ndarray, normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:

@@ -157,7 +157,8 @@ def test_hybrids_end_to_end(minari_root, pen_root, tmp_path, script, extra, env)
         assert cfg["bc_weight"] == 1.0 and "BC 1.0;" in res.stdout
     if env == "pen-random":
         assert (
-            "reference scores (paper): random -162.09" in res.stdout and "window score, updates 100-200" in res.stdout
+            "evaluation (paper protocol): episodes of at most 100 steps; reference scores random -162.09" in res.stdout
+            and "window score, updates 100-200" in res.stdout
         )
 
 

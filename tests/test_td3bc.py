@@ -461,7 +461,10 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
         env_extra={"MINARI_DATASETS_PATH": root},
     )
     assert res.returncode == 0, res.stderr
-    assert "reference scores (paper): random -162.09, expert 3076.8331" in res.stdout
+    assert (
+        "evaluation (paper protocol): episodes of at most 100 steps; reference scores random -162.09, expert 3076.8331"
+        in res.stdout
+    )
     (row,) = read_csv(run_dir_of(res.stdout))
     expected = utils.normalized_score([float(row["return_mean"])], (-162.09, 3076.8331))[0]
     assert abs(float(row["normalized_mean"]) - expected) < 1e-6

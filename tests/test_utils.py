@@ -108,9 +108,11 @@ def test_paper_protocol_scores_and_time_limit(minari_root):
     assert utils.reference_scores(pen, "paper") == (-162.09, 3076.8331)
     assert utils.reference_scores(pen, "d4rl") == (96.262799, 3076.8331)
     assert utils.eval_time_limit(pen, "paper") == 100
-    assert utils.eval_time_limit(pen, "d4rl") is None
+    assert utils.eval_time_limit(pen, "d4rl") == 100  # D4RL's, whatever the dataset's eval env says
+    assert utils.eval_time_limit(make_dataset("test/door/proto-v0", [(2, True)]), "d4rl") == 200
     hopper = utils.load_dataset("hopper-random")
     assert utils.eval_time_limit(hopper, "paper") is None  # MuJoCo tasks keep D4RL's protocol
+    assert utils.eval_time_limit(hopper, "d4rl") is None and utils.dataset_time_limit(hopper) == 1000
     with pytest.raises(ValueError, match="unknown eval protocol"):
         utils.eval_time_limit(hopper, "fast")
 
@@ -205,3 +207,38 @@ def test_summarize_run_window_mean(tmp_path):
 def test_budget_and_window_defaults():
     assert utils.default_budget("pen") == (300_000, 200_000) and utils.default_budget("hopper") == (1_000_000, 50_000)
     assert utils.default_score_window("relocate") == (200_000, 300_000) and utils.default_score_window("hopper") is None
+
+
+def test_adroit_scores_use_d4rls_time_limit(tmp_path, monkeypatch, capsys):
+    """Minari's D4RL/pen sets evaluate for 200 steps, D4RL's reference scores were measured at 100: the d4rl
+    protocol evaluates pen for 100 steps whatever the dataset's eval env says, and the header says so."""
+    import gymnasium as gym
+    import gymnasium_robotics
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    gym.register_envs(gymnasium_robotics)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    env, eval_env = (gym.make("AdroitHandPen-v1", max_episode_steps=n) for n in (100, 200))
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    o, a, r = [obs], [], []
+    for _ in range(5):
+        a.append(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        obs, reward, *_ = env.step(a[-1])
+        o.append(obs), r.append(reward)
+    episode = EpisodeBuffer(id=0, observations=np.asarray(o), actions=np.asarray(a), rewards=np.asarray(r),
+                            terminations=np.zeros(5, bool), truncations=np.eye(5, dtype=bool)[-1], infos={})  # fmt: skip
+    ds = minari.create_dataset_from_buffers("test/pen/long-eval-v0", [episode], env=env, eval_env=eval_env)
+    assert utils.dataset_time_limit(ds) == 200 and utils.eval_time_limit(ds, "d4rl") == 100
+    utils.print_run_header(ds, utils.flatten_dataset(ds), utils.reference_scores(ds), "d4rl", "cpu", "runs/x")
+    out = capsys.readouterr().out
+    assert "evaluation (d4rl protocol): episodes of at most 100 steps; reference scores random 96.262799" in out
+    assert "the dataset's eval env stops episodes at 200 steps: overridden to 100 (d4rl protocol)" in out
+    envs = utils.make_eval_envs(ds, 1, utils.eval_time_limit(ds, "d4rl"))
+    envs.reset(seed=0)
+    for steps in range(1, 300):
+        *_, term, trunc, _ = envs.step(np.zeros((1, 24), np.float32))
+        if term[0] or trunc[0]:
+            break
+    assert steps == 100
