@@ -31,7 +31,12 @@
 #   BENCH_FLAGS     extra flags for every run, last on its command line (e.g. "--no-compile")
 #   BENCH_LAUNCHER  local (default) or slurm: write BENCH_OUT/slurm_array.sh, one array task per
 #                   run, and submit it with sbatch (--dry-run prints it instead)
-#   BENCH_SLURM_ARGS extra sbatch arguments, e.g. "--partition gpu --time 48:00:00 --gres gpu:1"
+#   BENCH_SLURM_TIME  each task's time limit (default 24:00:00); a task that reaches it is requeued
+#                   (SIGUSR1 two minutes before the limit, trapped: scontrol requeue) and resumes its run
+#                   from the last checkpoint, so no limit is too short for a run
+#   BENCH_SLURM_CPUS  --cpus-per-task (default 2; the run uses them as torch threads)
+#   BENCH_SLURM_MAX   at most this many tasks running at once (--array=0-N%K; default: no cap)
+#   BENCH_SLURM_ARGS extra sbatch arguments, e.g. "--partition gpu --gres gpu:1" (they win over the above)
 # Each run logs to BENCH_OUT/logs/NAME.log. Re-running skips finished runs and resumes interrupted
 # ones from their last checkpoint; a SLURM task does the same for its run. At the end of a local
 # grid, tools/summarize.py writes the table and the plots.
@@ -247,17 +252,28 @@ if [ "$launcher" = slurm ]; then
   array_text=$(
     echo "#!/usr/bin/env bash"
     echo "#SBATCH --job-name=bench-$profile"
-    echo "#SBATCH --array=0-$((count - 1))"
+    echo "#SBATCH --array=0-$((count - 1))${BENCH_SLURM_MAX:+%$BENCH_SLURM_MAX}"
     echo "#SBATCH --output=$out/logs/slurm-%A_%a.out"
+    echo "#SBATCH --time=${BENCH_SLURM_TIME:-24:00:00}"
+    echo "#SBATCH --cpus-per-task=${BENCH_SLURM_CPUS:-2}"
+    echo "#SBATCH --requeue"
+    echo "#SBATCH --signal=B:USR1@120"
     echo "# One array task per run: task i runs run i of the grid (benchmark.sh --task i), which skips"
-    echo "# a finished run and resumes an interrupted one. When all are done: bash benchmark.sh summarize $out"
+    echo "# a finished run and resumes an interrupted one. Two minutes before the time limit SLURM sends"
+    echo "# USR1: the task requeues itself and, started again, resumes from the run's last checkpoint."
+    echo "# When all are done: bash benchmark.sh summarize $out"
     echo "set -euo pipefail"
     echo "cd $(printf '%q' "$repo")"
+    echo "export OMP_NUM_THREADS=\${SLURM_CPUS_PER_TASK:-${BENCH_SLURM_CPUS:-2}}"
+    echo 'requeue() { echo "time limit near: requeue ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; pkill -TERM -P "$child" 2>/dev/null || true; kill "$child" 2>/dev/null || true; wait "$child" || true; exit 0; }'
+    echo "trap requeue USR1"
     for var in BENCH_DATASETS BENCH_SEEDS BENCH_SCRIPTS BENCH_TOTAL BENCH_PRETRAIN BENCH_FLAGS MINARI_DATASETS_PATH; do
       [ -n "${!var:-}" ] && echo "export $var=$(printf '%q' "${!var}")"
     done
     echo "export BENCH_OUT=$(printf '%q' "$out")"
-    echo "bash benchmark.sh $profile --task \"\$SLURM_ARRAY_TASK_ID\""
+    echo "bash benchmark.sh $profile --task \"\$SLURM_ARRAY_TASK_ID\" &"
+    echo 'child=$!'
+    echo 'wait "$child"'
   )
   submit="sbatch ${BENCH_SLURM_ARGS:-} $array"
   if [ "$dry_run" = 1 ]; then

@@ -1,5 +1,6 @@
 """benchmark.sh (dry run, skip/resume logic) and tools/summarize.py on synthetic runs computed by hand."""
 
+import csv
 import glob
 import json
 import os
@@ -72,14 +73,14 @@ def test_summarize_without_runs_is_an_error(tmp_path):
         summarize.main([str(tmp_path)])
 
 
-def bench(*args, env=None):
+def bench(*args, env=None, timeout=60):
     return subprocess.run(
         ["bash", os.path.join(ROOT, "benchmark.sh"), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env=dict(os.environ, **(env or {})),
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -233,6 +234,21 @@ def test_slurm_dry_run_prints_the_array_script(tmp_path):
         in res.stdout
     )
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    for line in (
+        "#SBATCH --time=24:00:00",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=B:USR1@120",
+        "trap requeue USR1",
+    ):
+        assert line in res.stdout, line
+    env.update(BENCH_SLURM_MAX="2", BENCH_SLURM_TIME="1:00:00", BENCH_SLURM_CPUS="4")
+    res = bench("quick", "--dry-run", env=env)
+    assert (
+        "#SBATCH --array=0-3%2" in res.stdout
+        and "#SBATCH --time=1:00:00" in res.stdout
+        and "#SBATCH --cpus-per-task=4" in res.stdout
+    )
 
 
 def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
@@ -314,3 +330,43 @@ def test_bench_pretrain_auto_reaches_the_runs(tmp_path):
         res.returncode == 2
         and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')" in res.stderr
     )
+
+
+def test_slurm_task_at_its_time_limit_requeues_and_resumes(minari_root, tmp_path):
+    """A fake sbatch starts task 0, sends it SLURM's USR1 once its run has a checkpoint (the time limit is near),
+    then starts it again as SLURM does after a requeue: the task called `scontrol requeue`, and the run resumed
+    from its checkpoint and finished."""
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> {tmp_path}/scontrol_calls\n')
+    (bin_dir / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        "export SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=0\n"
+        'bash "${@: -1}" & pid=$!\n'
+        f'until compgen -G "{out}/runs/*/*/checkpoint.pt" > /dev/null; do sleep 0.2; done\n'
+        "kill -USR1 $pid; wait $pid\n"
+        'bash "${@: -1}" || exit 1\n'
+        "echo Submitted batch job 42\n"
+    )
+    for tool in ("sbatch", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "BENCH_LAUNCHER": "slurm",
+        "BENCH_OUT": str(out),
+        "BENCH_DATASETS": "hopper-random",
+        "BENCH_SCRIPTS": "td3bc_pretrain",
+        "BENCH_TOTAL": "2000",
+        "BENCH_PRETRAIN": "100",
+        "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 1 --eval-freq 100",
+    }
+    res = bench("quick", env=env, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert open(tmp_path / "scontrol_calls").read().split() == ["requeue", "42_0"]
+    name = "hopper-random__td3bc_pretrain__pretrained__1"
+    assert "time limit near: requeue 42_0" in res.stdout and f"finished: {name}" in res.stdout
+    log = open(out / "logs" / f"{name}.log").read()  # the second start's log
+    assert "resuming " in log
+    (run_dir,) = glob.glob(str(out / "runs" / name / "*"))
+    updates = [int(r["update"]) for r in csv.DictReader(open(os.path.join(run_dir, "eval.csv")))]
+    assert updates == list(range(100, 2001, 100))  # every evaluation once, none lost or repeated
