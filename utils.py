@@ -746,13 +746,41 @@ def report_auto_pretraining(run_dir: str, update: int, converged: dict, parts):
     print(f"auto pretraining ends at update {update}: {how}", flush=True)
 
 
+def load_start_config(path: str, args_cls):
+    """--config PATH: the Args of a config.json (a finished run's, or hand-written with any subset of the fields;
+    the fields it leaves out keep their defaults). Flags on the command line win over it."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config {path}: no such file; pass a run's config.json or a JSON file of flags")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid JSON ({e})") from e
+    for record in ("script", "pretrain_steps_chosen", "pretrain_converged", "resume"):  # what a run adds
+        config.pop(record, None)
+    unknown = sorted(set(config) - set(args_cls.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown keys {', '.join(unknown)}; see --help for the flags")
+    return args_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
 def cli(main, args_cls):
-    """`__main__` of every script: our own errors (a bad flag, a dataset problem, a loss that diverged) end
-    the run with one `error:` line; any other exception, e.g. from a loss you edited, keeps its traceback."""
+    """`__main__` of every script: tyro's flags, after `--config PATH` if given; our own errors (a bad flag, a
+    dataset problem, a loss that diverged) end the run with one `error:` line; any other exception, e.g. from
+    a loss you edited, keeps its traceback."""
     import tyro
 
+    argv, description = sys.argv[1:], (sys.modules["__main__"].__doc__ or "").strip()
+    description += "\n\n--config PATH: start from a config.json (a run's, or hand-written); flags given here win."
     try:
-        main(tyro.cli(args_cls))
+        default = None
+        for i, arg in enumerate(argv):
+            if arg == "--config" or arg.startswith("--config="):
+                path = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+                argv = argv[:i] + argv[i + (1 if "=" in arg else 2) :]
+                default = load_start_config(path, args_cls)
+                break
+        main(tyro.cli(args_cls, args=argv, default=default, description=description))
     except (ConfigError, DatasetError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
