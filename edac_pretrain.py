@@ -31,9 +31,7 @@ class Args:
     cuda: bool = True
     """train on the GPU if there is one"""
     track: bool = False
-    """mirror the run to Weights & Biases (WANDB_MODE=offline works)"""
-    wandb_project_name: str = "first-imitate-then-improve"
-    """the wandb project"""
+    """mirror the run to Weights & Biases (project: $WANDB_PROJECT or first-imitate-then-improve)"""
     env_id: str = "hopper-medium"
     """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
@@ -78,6 +76,8 @@ class Args:
     """evaluation episodes, run in parallel"""
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: time limits, random scores)"""
+    capture_video: bool = False
+    """render each evaluation's first episode to videos/update_<N>.mp4 (offscreen: MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
     """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
     log_freq: int = 1000
@@ -464,8 +464,7 @@ def main(args: Args):
     log = utils.RunLog(
         run_dir, args.total_timesteps, ckpt or None, utils.start_wandb(args, run_dir) if args.track else None
     )
-    eval_envs = utils.make_eval_envs(dataset, args.eval_episodes, utils.eval_time_limit(dataset, args.eval_protocol))
-    eval_seeds = utils.eval_seeds(args.seed, args.eval_episodes)
+    evaluation = utils.Evaluation(dataset, args, ref, obs_mean, obs_std, run_dir)
 
     @torch.no_grad()
     def policy(obs):
@@ -532,7 +531,7 @@ def main(args: Args):
             log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()
         if is_eval:
-            row = log.evaluation(update, phase, *utils.evaluate(policy, eval_envs, obs_mean, obs_std, eval_seeds, ref))
+            row = log.evaluation(update, phase, *evaluation(policy, update))
             if args.save_model:
                 extra = dict(log_alpha=log_alpha.detach().clone(), frozen_alpha=frozen_alpha, pretrain_ends=ends)
                 extra.update(
@@ -541,7 +540,7 @@ def main(args: Args):
                 extra["plateaus"] = {p: q.history for p, q in plateaus.items()}
                 utils.save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
 
-    eval_envs.close()
+    evaluation.close()
     log.finish(args.score_window)
     return run_dir
 

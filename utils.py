@@ -335,14 +335,52 @@ def _register_env_libs(env_id: str):
         gym.register_envs(gymnasium_robotics)
 
 
-def make_eval_envs(dataset, num_envs: int, max_episode_steps: Optional[int] = None):
-    """A vector env of the dataset's evaluation environment (`recover_environment(eval_env=True)`)."""
+def make_eval_envs(dataset, num_envs: int, max_episode_steps: Optional[int] = None, render: bool = False):
+    """A vector env of the dataset's evaluation environment (`recover_environment(eval_env=True)`); `render`:
+    rgb_array rendering offscreen (MuJoCo through EGL unless MUJOCO_GL says otherwise), checked on one frame."""
     import gymnasium as gym
 
     if dataset.env_spec is not None:
         _register_env_libs(dataset.env_spec.id)
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-    return gym.vector.SyncVectorEnv([lambda: dataset.recover_environment(eval_env=True, **kwargs)] * num_envs)
+    if render:
+        if not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is first imported, by the env below
+        kwargs["render_mode"] = "rgb_array"
+    try:
+        envs = gym.vector.SyncVectorEnv([lambda: dataset.recover_environment(eval_env=True, **kwargs)] * num_envs)
+        if render:
+            envs.reset(seed=0)
+            envs.envs[0].render()
+    except Exception as e:  # GL libraries missing: MuJoCo raises FatalError, PyOpenGL AttributeError, ...
+        if not render:
+            raise
+        gl = os.environ.get("MUJOCO_GL", "glfw")
+        raise ConfigError(
+            f"--capture-video: offscreen rendering failed (MUJOCO_GL={gl}: {type(e).__name__}: {e}). Render "
+            "with EGL: MUJOCO_GL=egl, which needs the EGL library (Debian/Ubuntu: apt install libegl1), or with "
+            "OSMesa: MUJOCO_GL=osmesa (apt install libosmesa6); or run without --capture-video"
+        ) from e
+    return envs
+
+
+class VideoWriter:
+    """Frames to an MP4 file as they come (H.264 through imageio-ffmpeg, whose wheel ships ffmpeg)."""
+
+    def __init__(self, path: str, frame, fps: float):
+        import imageio_ffmpeg
+
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        height, width = frame.shape[:2]
+        self.writer = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, macro_block_size=1)
+        self.writer.send(None)
+        self.add(frame)
+
+    def add(self, frame):
+        self.writer.send(np.ascontiguousarray(frame))
+
+    def close(self):
+        self.writer.close()
 
 
 def evaluate(
@@ -352,22 +390,50 @@ def evaluate(
     obs_std: np.ndarray,
     seeds: Sequence[int],
     ref: Optional[Tuple[float, float]],
+    video: Optional[str] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """One episode per sub-env, all in parallel; `policy` gets normalized float32 observations.
 
-    Returns (episode returns, normalized scores). Episode i is seeded with seeds[i].
+    Returns (episode returns, normalized scores). Episode i is seeded with seeds[i]. `video`: the first
+    episode, from its first state to its last, rendered to that MP4 file (envs made with render=True).
     """
     n = envs.num_envs
     assert len(seeds) == n, "one seed per sub-environment"
     obs, _ = envs.reset(seed=[int(s) for s in seeds])
+    writer = video and VideoWriter(video, envs.envs[0].render(), envs.envs[0].metadata.get("render_fps", 30))
     returns = np.zeros(n)
     done = np.zeros(n, dtype=bool)
     while not done.all():
         action = policy(((obs - obs_mean) / obs_std).astype(np.float32))
         obs, reward, term, trunc, _ = envs.step(action)
+        if writer and not done[0]:
+            writer.add(envs.envs[0].render())
         returns += np.where(done, 0.0, reward)
         done |= term | trunc
+    if writer:
+        writer.close()
     return returns, normalized_score(returns, ref)
+
+
+class Evaluation:
+    """A run's evaluations: --eval-episodes episodes of the dataset's eval env in parallel under the protocol's
+    time limit, seeded the same at every call; with --capture-video the first one is rendered to
+    videos/update_<N>.mp4 in the run directory."""
+
+    def __init__(self, dataset, args, ref, obs_mean, obs_std, run_dir: str):
+        limit = eval_time_limit(dataset, args.eval_protocol)
+        self.envs = make_eval_envs(dataset, args.eval_episodes, limit, render=args.capture_video)
+        self.seeds, self.ref = eval_seeds(args.seed, args.eval_episodes), ref
+        self.obs_mean, self.obs_std = obs_mean, obs_std
+        self.videos = os.path.join(run_dir, "videos") if args.capture_video else None
+
+    def __call__(self, policy, update: int):
+        """(returns, normalized scores, the video's path or None) of one evaluation at `update`."""
+        video = self.videos and os.path.join(self.videos, f"update_{update}.mp4")
+        return (*evaluate(policy, self.envs, self.obs_mean, self.obs_std, self.seeds, self.ref, video), video)
+
+    def close(self):
+        self.envs.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,7 +537,7 @@ class RunLog:
             self.wandb.log({**values, "charts/phase": int(phase == "finetune")}, step=update)
         return values
 
-    def evaluation(self, update: int, phase: str, returns, scores) -> dict:
+    def evaluation(self, update: int, phase: str, returns, scores, video: Optional[str] = None) -> dict:
         """Writes the evaluation's row to eval.csv and prints its line (call it right after `losses`)."""
         self.last_score, ups = float(np.mean(scores)), self.ups
         row = {
@@ -487,9 +553,10 @@ class RunLog:
         }
         self._append("eval", [row])
         if self.wandb:
-            self.wandb.log(
-                {"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}, step=update
-            )
+            values = {"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}
+            if video:  # --capture-video
+                values["eval/video"] = self.wandb.Video(video, format="mp4")
+            self.wandb.log(values, step=update)
         print(
             f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
             f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
@@ -689,7 +756,7 @@ def start_wandb(args, run_dir: str):
     name = os.path.basename(run_dir)
     group = f"{args.env_id.replace('/', '-')}__{args.exp_name}"
     wandb.init(
-        project=args.wandb_project_name,
+        project=os.environ.get("WANDB_PROJECT", "first-imitate-then-improve"),
         config=asdict(args),
         dir=run_dir,
         name=name,

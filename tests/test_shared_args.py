@@ -27,7 +27,6 @@ SHARED = {
     "eval_episodes",
     "eval_protocol",
     "track",
-    "wandb_project_name",
     "cuda",
     "save_model",
     "resume",

@@ -306,12 +306,10 @@ def test_track_wandb_offline(minari_root, tmp_path):
             "--eval-freq",
             "100",
             "--track",
-            "--wandb-project-name",
-            "unit-test",
             "--runs-dir",
             str(tmp_path),
         ],
-        env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+        env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_PROJECT": "unit-test"},
     )
     assert res.returncode == 0, res.stderr
     runs = glob.glob(os.path.join(run_dir_of(res.stdout), "wandb", "offline-run-*", "run-*.wandb"))

@@ -3,7 +3,9 @@ distance to the dataset's actions, per-dimension means), then episodes on the da
 return, the reward of each fifth of the episode and, on HalfCheetah, the step from which the cheetah lies on
 its back (torso pitch |obs[1]| > 1.5 rad) and whether it got up again.
 
-    python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000]
+    python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000] [--video]
+
+--video renders the first episode offscreen to RUN_DIR/videos/rollout_update_<N>.mp4 (MUJOCO_GL=egl).
 
 RUN_DIR: a run directory written with --save-model (its config.json names the script and the dataset).
 """
@@ -53,6 +55,7 @@ def main():
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1000, help="episode i is reset with seed + i")
     parser.add_argument("--data-episodes", type=int, default=50, help="dataset episodes for the action statistics")
+    parser.add_argument("--video", action="store_true", help="render the first episode to RUN_DIR/videos")
     opts = parser.parse_args()
     actor, ckpt, dataset = load_actor(opts.run_dir)
     mean, std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
@@ -70,15 +73,24 @@ def main():
     print(f"on {len(obs)} dataset states: squared distance to the dataset's action {distance:.3f}; ")
     print(f"mean action {means[0]} (dataset {means[1]})")
 
-    env = dataset.recover_environment(eval_env=True)
+    env = utils.make_eval_envs(dataset, 1, render=opts.video).envs[0]  # the evaluation's env, rendering checked
     cheetah = "HalfCheetah" in env.spec.id
     for e in range(opts.episodes):
         o, _ = env.reset(seed=opts.seed + e)
         rewards, angles, done = [], [], False
+        path = os.path.join(opts.run_dir, "videos", f"rollout_update_{ckpt['update']}.mp4")
+        video = (
+            utils.VideoWriter(path, env.render(), env.metadata.get("render_fps", 30)) if opts.video and e == 0 else None
+        )
         while not done:
             o, r, terminated, truncated, _ = env.step(act(actor, ((o - mean) / std)[None])[0])
             rewards.append(r), angles.append(o[1])
             done = terminated or truncated
+            if video:
+                video.add(env.render())
+        if video:
+            video.close()
+            print(f"video of episode 0: {path}")
         rewards, angles = np.array(rewards), np.array(angles)
         fifths = [round(float(part.sum())) for part in np.array_split(rewards, 5)]
         line = f"episode {e}: return {rewards.sum():.0f}, {len(rewards)} steps, reward per fifth {fifths}"
