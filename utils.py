@@ -1,6 +1,9 @@
-"""Thin shared helpers for the four *_pretrain.py scripts: datasets, reference scores, evaluation.
-
-No algorithm code lives here. Copy one script plus this file and it runs.
+"""The plumbing that the four *_pretrain.py scripts share, and no algorithm code (no losses, returns or
+networks): dataset names, loading and flattening; reference scores and evaluation (videos included); and
+the run bookkeeping that is identical everywhere: flag checks, the run directory and its config.json,
+checkpoint save/load over a script's `state` dict, resume, logs (eval.csv, losses.csv, status lines,
+the wandb mirror), batches from one table, the --pretrain-steps auto bookkeeping and the `__main__`
+error handler. Copy one script plus this file and it runs.
 
 Command line (the "embedded" offline dataset, see README "Data"):
     python utils.py build-random hopper --steps 100000

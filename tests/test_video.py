@@ -1,5 +1,6 @@
 """--capture-video in all four scripts and tools/rollout.py --video: offscreen MP4s that decode to the episode."""
 
+import glob
 import os
 import re
 
@@ -22,13 +23,16 @@ def frames(path):
 def test_capture_video_writes_the_first_episode_of_every_evaluation(script, minari_root, tmp_path):
     extra = ["--num-critics", "2"] if script.startswith("edac") else []
     flags = ["--total-timesteps", "40", "--pretrain-steps", "20", "--eval-freq", "20", "--eval-episodes", "1"]
-    res = run_script([*TINY, *extra, *flags, "--capture-video", "--save-model", "--runs-dir", str(tmp_path)],
-                     script=script, env_extra={"MUJOCO_GL": "egl"})  # fmt: skip
+    track = ["--track"] if script == "td3bc_pretrain.py" else []
+    res = run_script([*TINY, *extra, *flags, *track, "--capture-video", "--save-model", "--runs-dir", str(tmp_path)],
+                     script=script, env_extra={"MUJOCO_GL": "egl", "WANDB_MODE": "offline", "WANDB_SILENT": "true"})  # fmt: skip
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
     assert sorted(os.listdir(os.path.join(run_dir, "videos"))) == ["update_20.mp4", "update_40.mp4"]
     if script != "td3bc_pretrain.py":
         return
+    (media,) = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "files", "media", "videos", "eval"))
+    assert len(os.listdir(media)) == 2  # --track: both videos reached wandb as eval/video
     # the checkpoint's actor replayed on the evaluation's first episode: as many frames as its steps + 1 (the start)
     seed = utils.eval_seeds(1, 1)[0]
     roll = run_script([run_dir, "--episodes", "1", "--seed", str(seed), "--data-episodes", "2", "--video"],
