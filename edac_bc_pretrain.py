@@ -56,7 +56,7 @@ class Args:
     """Polyak rate of the target critics"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor, critics and alpha"""
-    hidden_dims: Tuple[int, ...] = (256, 256, 256)
+    hidden_dims: Tuple[int, ...] = (256, 256, 256)  # differs from td3bc_pretrain.py on purpose: EDAC's 256 x 3
     """hidden layer widths of the actor and of every critic"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""

@@ -53,7 +53,7 @@ class Args:
     """Polyak rate of the target networks"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critics"""
-    hidden_dims: Tuple[int, ...] = (256, 256)
+    hidden_dims: Tuple[int, ...] = (256, 256)  # differs from edac_pretrain.py on purpose: CORL's TD3+BC 256 x 2
     """hidden layer widths of the actor and of both critics (CORL's TD3+BC)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""

@@ -316,10 +316,8 @@ def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, d
         print(f"the dataset's eval env stops episodes at {own} steps: overridden to {limit} ({protocol} protocol)")
 
 
-def state_normalizer(observations: np.ndarray, normalize: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of the dataset's observations, std + 1e-3 (TD3+BC); (0, 1) without normalization."""
-    if not normalize:
-        return np.zeros(observations.shape[1], np.float32), np.ones(observations.shape[1], np.float32)
+def state_normalizer(observations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the dataset's observations, std + 1e-3 (TD3+BC's), applied in training and evaluation."""
     return observations.mean(0), observations.std(0) + 1e-3
 
 
