@@ -133,8 +133,9 @@ class LinearInAction(nn.Module):
         super().__init__()
         self.w, self.num_critics = torch.as_tensor(w, dtype=torch.float32), len(w)
 
-    def members(self, x):
-        return (x[..., -self.w.shape[1] :] * self.w[:, None, :]).sum(-1)
+    def members(self, x, act_dim=0):
+        q = (x[..., -self.w.shape[1] :] * self.w[:, None, :]).sum(-1)
+        return (q, self.w[:, None, :].expand(-1, x.shape[1], -1)) if act_dim else q
 
 
 def test_diversity_hand_computed():
@@ -143,6 +144,25 @@ def test_diversity_hand_computed():
     # cos(w1, w2) = 0, cos(w1, w3) = cos(w2, w3) = 1/sqrt(2); (2 * (0 + 2/sqrt(2))) / (N - 1) = sqrt(2)
     torch.testing.assert_close(div, torch.tensor(2**0.5))
     assert q.shape == (3, 4)
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_members_action_gradient_is_autograds(layernorm):
+    """Critic.members's hand-written dQ_i/da equals autograd's, member by member; Q is unchanged."""
+    torch.manual_seed(0)
+    critic = E.Critic(5, 3, (16, 16, 16), layernorm, num_critics=4)
+    x = torch.randn(4, 7, 8)
+    act = x[..., 5:].clone().requires_grad_(True)
+    q_plain = critic.members(torch.cat([x[..., :5], act], -1))
+    expected = torch.autograd.grad(q_plain.sum(), act)[0]
+    q, grad = critic.members(x, act_dim=3)
+    torch.testing.assert_close(q, q_plain)
+    torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6)
+    # and its own gradient (what the diversity term trains on) matches double backward
+    weights = critic.linears[1].weight
+    ours = torch.autograd.grad(grad.square().sum(), weights)[0]
+    g = torch.autograd.grad(critic.members(torch.cat([x[..., :5], act], -1)).sum(), act, create_graph=True)[0]
+    torch.testing.assert_close(ours, torch.autograd.grad(g.square().sum(), weights)[0], rtol=1e-4, atol=1e-6)
 
 
 def test_diversity_is_maximal_for_identical_members():

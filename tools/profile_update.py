@@ -69,6 +69,7 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
     log_alpha = torch.zeros((), requires_grad=True)
     alpha_opt = torch.optim.Adam([log_alpha], lr=3e-4, fused=True)
     bc, actor_fine = compile_fn(module.soft_bc_loss), compile_fn(module.actor_loss)
+    critic_pre, critic_fine = compile_fn(module.pretrain_critic_loss), compile_fn(module.critic_loss)
 
     def step(i):
         if phase == "actor-pretrain":
@@ -81,9 +82,9 @@ def update_fn(module, phase, args, obs_dim=17, act_dim=6, batch_size=256):
             loss = actor_fine(actor, critic, batch["obs"], batch["act"], alpha)[0]
             critic.requires_grad_(True)
             module.gradient_step(actor_opt, loss)
-            loss = module.critic_loss(critic, actor, critic_target, batch, alpha, 1.0, 0.99, cql)[0]
+            loss = critic_fine(critic, actor, critic_target, batch, alpha, 1.0, 0.99, cql)[0]
         else:
-            loss = module.pretrain_critic_loss(critic, actor, critic_target, batch, 0.2, 1.0, 0.99, 0.0, cql)[0]
+            loss = critic_pre(critic, actor, critic_target, batch, 0.2, 1.0, 0.99, 0.0, cql)[0]
         module.gradient_step(critic_opt, loss)
         module.soft_update(target_params, params, 0.005)
 
