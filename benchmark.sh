@@ -12,7 +12,8 @@
 #                 300k updates, 200k pretraining, evaluation every 10k)
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
 #          speed  updates/s of every script's pretraining and finetuning, fp32 and --bf16, against
-#                 CORL-structured reference loops (tools/speed_reference.py), and the ratios
+#                 CORL-structured reference loops (tools/speed_reference.py), and the ratios; the cost of
+#                 EDAC's opt-in CQL term (first dataset of BENCH_DATASETS, default halfcheetah-medium)
 # Before a local grid starts it prints the grid, the run count and an estimate of its duration
 # from a short speed probe of each script on each dataset (BENCH_PROBE=0 skips the probe; a dry
 # run skips it unless BENCH_PROBE=1).
@@ -85,7 +86,7 @@ case "$profile" in
     common="--eval-freq 2500 --eval-episodes 5"
     ;;
   speed)
-    datasets="${BENCH_DATASETS:-hopper-medium}"
+    datasets="${BENCH_DATASETS:-halfcheetah-medium}"  # 17 observations, 6 actions: the reference loops' sizes
     ;;
   *)
     echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
@@ -159,8 +160,9 @@ if [ "$profile" = speed ]; then
     "td3bc_pretrain finetune --pretrain-steps 0 --total-timesteps 3000"
     "td3bc_pretrain pretrain --pretrain-steps 3000 --total-timesteps 3000"
     "edac_pretrain finetune-N10 --pretrain-steps 0 --total-timesteps 60 --num-critics 10"
-    "edac_pretrain finetune-N50 --pretrain-steps 0 --total-timesteps 30 --num-critics 50"
+    "edac_pretrain finetune-N10-cql --pretrain-steps 0 --total-timesteps 60 --num-critics 10 --cql-weight 1"
     "edac_pretrain critic-pretrain-N10 --pretrain-steps 60 --pretrain-mode critic --total-timesteps 60 --num-critics 10"
+    "edac_pretrain finetune-N50 --pretrain-steps 0 --total-timesteps 30 --num-critics 50"
   )
   declare -A speed
   echo "| script | phase | fp32 updates/s | --bf16 updates/s |"
@@ -174,12 +176,18 @@ if [ "$profile" = speed ]; then
       [ "$precision" = bf16 ] && cmd="$cmd --bf16"
       if [ "$dry_run" = 1 ]; then echo "would run: $cmd"; continue; fi
       ups=$($cmd 2>&1 | grep -E "^\[(pretrain|finetune)\] update $total/" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/' || true)
-      speed["$script $label $precision"]="${ups:-nan}"
+      speed["$label $precision"]="${ups:-nan}"
       row="$row ${ups:-failed} |"
     done
     [ "$dry_run" = 1 ] || echo "$row"
   done
-  refs=("td3bc-ln --algo td3bc --layernorm" "td3bc --algo td3bc" "edac-N10 --algo edac --num-critics 10" "edac-N50 --algo edac --num-critics 50 --steps 5")
+  refs=(
+    "td3bc-finetune --algo td3bc --layernorm"
+    "td3bc-pretrain --algo td3bc --layernorm --phase pretrain"
+    "edac-N10-finetune --algo edac --num-critics 10"
+    "edac-N10-pretrain --algo edac --num-critics 10 --phase pretrain"
+    "edac-N50-finetune --algo edac --num-critics 50 --steps 5"
+  )
   for spec in "${refs[@]}"; do
     read -r label flags <<<"$spec"
     cmd="python tools/speed_reference.py $flags"
@@ -190,11 +198,17 @@ if [ "$profile" = speed ]; then
   done
   [ "$dry_run" = 1 ] && exit 0
   ratio() { python -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{a / b:.2f}x' if b > 0 and a == a else 'n/a')" "$1" "$2"; }
-  echo "ratios, same run (ours / CORL-structured):"
-  echo "  TD3+BC finetuning, both with LayerNorm: fp32 $(ratio "${speed[td3bc_pretrain finetune fp32]}" "${speed[ref td3bc-ln]}"), bf16 $(ratio "${speed[td3bc_pretrain finetune bf16]}" "${speed[ref td3bc-ln]}") (goal 1.8x)"
-  for n in 10 50; do
-    echo "  EDAC N=$n finetuning, ours with LayerNorm, CORL's without: fp32 $(ratio "${speed[edac_pretrain finetune-N$n fp32]}" "${speed[ref edac-N$n]}") (goal 1.3x), bf16 $(ratio "${speed[edac_pretrain finetune-N$n bf16]}" "${speed[ref edac-N$n]}") (goal 2.0x)"
-  done
+  both() {  # label reference goal_fp32 goal_bf16
+    echo "fp32 $(ratio "${speed[$1 fp32]}" "${speed[ref $2]}") (goal $3), bf16 $(ratio "${speed[$1 bf16]}" "${speed[ref $2]}") (goal $4)"
+  }
+  echo "ratios, same run (ours / CORL-structured; ours with LayerNorm, CORL's EDAC without):"
+  echo "  TD3+BC finetuning:            $(both finetune td3bc-finetune 1.8x 2.5x)"
+  echo "  TD3+BC pretraining:           $(both pretrain td3bc-pretrain 1.8x 2.5x)"
+  echo "  EDAC N=10 finetuning:         $(both finetune-N10 edac-N10-finetune 1.5x 2.5x)"
+  echo "  EDAC N=10 critic pretraining: $(both critic-pretrain-N10 edac-N10-pretrain 1.5x 2.5x)"
+  echo "  EDAC N=50 finetuning:         $(both finetune-N50 edac-N50-finetune - -)"
+  echo "cost of the opt-in CQL term (EDAC N=10 finetuning, plain / with --cql-weight 1; goal at most 1.5x):"
+  echo "  fp32 $(ratio "${speed[finetune-N10 fp32]}" "${speed[finetune-N10-cql fp32]}"), bf16 $(ratio "${speed[finetune-N10 bf16]}" "${speed[finetune-N10-cql bf16]}")"
   exit 0
 fi
 

@@ -12,14 +12,24 @@ def test_reference_edac():
         script="tools/speed_reference.py",
     )
     assert res.returncode == 0, res.stderr
-    assert re.search(r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\): [\d.]+ updates/s", res.stdout)
+    assert re.search(
+        r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), finetune: [\d.]+ updates/s", res.stdout
+    )
+    flags = ["--algo", "edac", "--num-critics", "2", "--steps", "1", "--obs-dim", "3", "--act-dim", "2"]
+    res = run_script([*flags, "--phase", "pretrain"], script="tools/speed_reference.py")
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout)
 
 
 def test_reference_td3bc_with_and_without_layernorm():
     for flags, name in (([], "no LayerNorm"), (["--layernorm"], "LayerNorm")):
         res = run_script(["--algo", "td3bc", "--steps", "3", *flags], script="tools/speed_reference.py")
         assert res.returncode == 0, res.stderr
-        assert re.search(rf"CORL-structured TD3\+BC \({name}, 256x2, eager fp32\): [\d.]+ updates/s", res.stdout)
+        assert re.search(rf"CORL-structured TD3\+BC \({name}, 256x2, eager fp32\), finetune: [\d.]+ upd", res.stdout)
+    res = run_script(["--algo", "td3bc", "--steps", "3", "--layernorm", "--phase", "pretrain"],
+                     script="tools/speed_reference.py")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"TD3\+BC \(LayerNorm, 256x2, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout)
 
 
 def test_reference_edac_update_trains_the_critics():
@@ -40,6 +50,16 @@ def test_reference_edac_update_trains_the_critics():
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
     # sum_{i != j} cos = |sum of unit gradients|^2 - N, so the term lies in [-N / (N - 1), N]
     assert -1.5 <= agent.diversity(*buffer.sample(8)[:2]).item() <= 3
+    # the pretraining updates train what they claim: EDAC's critics only, TD3+BC's critics and actor
+    before = [p.detach().clone() for p in (*agent.critic.parameters(), *agent.actor.parameters())]
+    agent.pretrain(buffer.sample(8))
+    changed = [not torch.equal(b, a) for b, a in zip(before, (*agent.critic.parameters(), *agent.actor.parameters()))]
+    n_critic = len(list(agent.critic.parameters()))
+    assert all(changed[:n_critic]) and not any(changed[n_critic:])
+    td3 = R.TD3BCReference(3, 2, layernorm=True)
+    before = [p.detach().clone() for p in (*td3.critic_1.parameters(), *td3.actor.parameters())]
+    td3.pretrain(buffer.sample(8))
+    assert all(not torch.equal(b, a) for b, a in zip(before, (*td3.critic_1.parameters(), *td3.actor.parameters())))
 
 
 def test_plot_losses_of_a_run(tmp_path):

@@ -7,6 +7,8 @@ pretraining), only their cost per update with the same sizes (batch 256, 17 obse
 
     python tools/speed_reference.py --algo td3bc [--layernorm]     # two nn.Sequential critics
     python tools/speed_reference.py --algo edac --num-critics 10    # an x @ W + b ensemble, no LayerNorm
+    ... --phase pretrain    # the pretraining update of the paper's code instead: TD3+BC's BC + MC-return
+                            # critics, EDAC's critics on returns + diversity (actor and alpha frozen)
 
 `bash benchmark.sh speed` times these and the scripts in one run and prints the ratios.
 """
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 
 
 class Buffer:
-    """A dataset on the device; `sample` draws indices and indexes every field on its own."""
+    """A dataset on the device; `sample` draws indices and indexes every field on its own (returns-to-go
+    stand in for the reward in the pretraining updates, which never bootstrap)."""
 
     def __init__(self, size, obs_dim, act_dim):
         self.obs, self.next_obs = torch.randn(size, obs_dim), torch.randn(size, obs_dim)
@@ -89,6 +92,24 @@ class TD3BCReference:
             polyak(self.critic_1_target, self.critic_1, tau)
             polyak(self.critic_2_target, self.critic_2, tau)
             polyak(self.actor_target, self.actor, tau)
+
+    def pretrain(self, batch, tau=0.005):
+        """The paper's TD3+BC pretraining update: both critics' MSE to the return, the actor's BC MSE."""
+        state, action, returns, _, _ = batch
+        x = torch.cat([state, action], 1)
+        critic_loss = F.mse_loss(self.critic_1(x), returns) + F.mse_loss(self.critic_2(x), returns)
+        self.critic_1_optimizer.zero_grad()
+        self.critic_2_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_1_optimizer.step()
+        self.critic_2_optimizer.step()
+        actor_loss = F.mse_loss(self.actor(state), action)
+        self.actor_optimizer.zero_grad()
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        polyak(self.critic_1_target, self.critic_1, tau)
+        polyak(self.critic_2_target, self.critic_2, tau)
+        polyak(self.actor_target, self.actor, tau)
 
 
 class EnsembleLinear(nn.Module):
@@ -199,13 +220,23 @@ class EDACReference:
         self.critic_optimizer.step()
         polyak(self.target_critic, self.critic, tau)
 
+    def pretrain(self, batch, tau=0.005):
+        """The paper's EDAC critic pretraining: MSE to the (soft) return averaged over members, + eta diversity."""
+        state, action, returns, _, _ = batch
+        q = self.critic(state, action)
+        critic_loss = ((q - returns.view(1, -1)) ** 2).mean() + self.eta * self.diversity(state, action)
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        polyak(self.target_critic, self.critic, tau)
 
-def updates_per_second(agent, buffer, steps, warmup=3, batch_size=256):
+
+def updates_per_second(update, buffer, steps, warmup=3, batch_size=256):
     for _ in range(warmup):
-        agent.train(buffer.sample(batch_size))
+        update(buffer.sample(batch_size))
     start = time.perf_counter()
     for _ in range(steps):
-        agent.train(buffer.sample(batch_size))
+        update(buffer.sample(batch_size))
     return steps / (time.perf_counter() - start)
 
 
@@ -215,6 +246,7 @@ def main(argv=None):
     parser.add_argument(
         "--layernorm", action="store_true", help="TD3+BC: LayerNorm after every hidden Linear (the paper's)"
     )
+    parser.add_argument("--phase", choices=["finetune", "pretrain"], default="finetune")
     parser.add_argument("--num-critics", type=int, default=10, help="EDAC ensemble size")
     parser.add_argument("--steps", type=int, default=0, help="timed updates (default: td3bc 500, edac 20)")
     parser.add_argument("--obs-dim", type=int, default=17)
@@ -226,13 +258,13 @@ def main(argv=None):
     buffer = Buffer(100_000, args.obs_dim, args.act_dim)
     if args.algo == "td3bc":
         agent = TD3BCReference(args.obs_dim, args.act_dim, args.layernorm)
-        ups = updates_per_second(agent, buffer, args.steps or 500)
         what = f"CORL-structured TD3+BC ({'LayerNorm' if args.layernorm else 'no LayerNorm'}, 256x2, eager fp32)"
     else:
         agent = EDACReference(args.obs_dim, args.act_dim, args.num_critics)
-        ups = updates_per_second(agent, buffer, args.steps or 20)
         what = f"CORL-structured EDAC (N={args.num_critics}, no LayerNorm, 256x3, eager fp32)"
-    print(f"{what}: {ups:.1f} updates/s")
+    update = agent.pretrain if args.phase == "pretrain" else agent.train
+    ups = updates_per_second(update, buffer, args.steps or (500 if args.algo == "td3bc" else 20))
+    print(f"{what}, {args.phase}: {ups:.1f} updates/s")
     return ups
 
 
