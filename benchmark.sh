@@ -4,7 +4,7 @@
 #   bash benchmark.sh [PROFILE] [--dry-run]       run a grid here (PROFILE defaults to paper)
 #   BENCH_LAUNCHER=slurm bash benchmark.sh PROFILE [--dry-run]
 #                                                  submit the grid as one SLURM array job
-#   bash benchmark.sh summarize BENCH_OUT           table + plots of a finished grid
+#   bash benchmark.sh summarize BENCH_OUT           table, plots, Figure 2 and rliable aggregates of a grid
 #
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
@@ -52,7 +52,7 @@ case "${1:-}" in
   summarize)
     [ -n "${2:-}" ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT" >&2; exit 2; }
     [ -d "$2/runs" ] || { echo "summarize: no runs/ folder in '$2' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
-    exec python tools/summarize.py "$2/runs" --out "$2"
+    exec python tools/summarize.py "$2/runs" --out "$2" --figure2
     ;;
   *) profile="$1"; shift ;;
 esac
@@ -348,4 +348,4 @@ for i in "${!names[@]}"; do
 done
 [ "$dry_run" = 1 ] && exit 0
 wait
-python tools/summarize.py "$out/runs" --out "$out"
+python tools/summarize.py "$out/runs" --out "$out" --figure2

@@ -27,8 +27,6 @@ class Args:
     """name in the run directory (default: this file's name, so a copy names its own runs)"""
     seed: int = 1
     """seed of torch, numpy, random and the evaluation episodes"""
-    cuda: bool = True
-    """train on the GPU if there is one"""
     track: bool = False
     """mirror the run to Weights & Biases (project: $WANDB_PROJECT or first-imitate-then-improve)"""
     env_id: str = "hopper-medium"
@@ -73,6 +71,8 @@ class Args:
     """evaluation episodes, run in parallel"""
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: time limits, random scores)"""
+    final_episodes: int = 100
+    """episodes of one last evaluation after the last update, a row each in final_returns.csv (0 = none)"""
     capture_video: bool = False
     """render each evaluation's first episode to videos/update_<N>.mp4 (offscreen: MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
@@ -412,6 +412,7 @@ def main(args: Args):
                 extra["pretrain_end"] = pretrain_end
                 utils.save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
 
+    evaluation.final(policy, args.final_episodes)
     evaluation.close()
     log.finish(args.score_window)
     return run_dir

@@ -225,7 +225,8 @@ def default_score_window(task: Optional[str]) -> Optional[Tuple[int, int]]:
 
 
 def summarize_run(csv_path: str, window: Optional[Tuple[int, int]]) -> Dict[str, float]:
-    """Final evaluation and the mean normalized score over the evaluations with update in [start, end]."""
+    """Final evaluation, the --final-episodes mean, and the mean normalized score over the evaluations with
+    update in [start, end]."""
     import csv
 
     with open(csv_path) as f:
@@ -238,6 +239,11 @@ def summarize_run(csv_path: str, window: Optional[Tuple[int, int]]) -> Dict[str,
         "final_return": float(last["return_mean"]),
         "final_normalized": float(last["normalized_mean"]),
     }
+    final_path = os.path.join(os.path.dirname(csv_path), "final_returns.csv")
+    if os.path.exists(final_path):  # --final-episodes
+        with open(final_path) as f:
+            scores = [float(r["normalized"]) for r in csv.DictReader(f)]
+        summary.update(final_episodes=len(scores), final_episodes_normalized=float(np.mean(scores)))
     if window is not None:
         inside = [float(r["normalized_mean"]) for r in rows if window[0] <= int(r["update"]) <= window[1]]
         summary.update(
@@ -321,10 +327,10 @@ def state_normalizer(observations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return observations.mean(0), observations.std(0) + 1e-3
 
 
-def eval_seeds(seed: int, episodes: int) -> list:
-    """Episode i of every evaluation of a run is seeded 1_000_000 + seed * episodes + i: the same
-    episodes at each evaluation, different ones per episode and per seed."""
-    return [1_000_000 + seed * episodes + i for i in range(episodes)]
+def eval_seeds(seed: int, episodes: int, base: int = 1_000_000) -> list:
+    """Episode i of every evaluation of a run is seeded base + seed * episodes + i: the same episodes at
+    each evaluation, different ones per episode and per seed (the final evaluation: base 2_000_000)."""
+    return [base + seed * episodes + i for i in range(episodes)]
 
 
 def _register_env_libs(env_id: str):
@@ -422,8 +428,9 @@ class Evaluation:
     videos/update_<N>.mp4 in the run directory."""
 
     def __init__(self, dataset, args, ref, obs_mean, obs_std, run_dir: str):
-        limit = eval_time_limit(dataset, args.eval_protocol)
-        self.envs = make_eval_envs(dataset, args.eval_episodes, limit, render=args.capture_video)
+        self.dataset, self.seed, self.run_dir = dataset, args.seed, run_dir
+        self.limit = eval_time_limit(dataset, args.eval_protocol)
+        self.envs = make_eval_envs(dataset, args.eval_episodes, self.limit, render=args.capture_video)
         self.seeds, self.ref = eval_seeds(args.seed, args.eval_episodes), ref
         self.obs_mean, self.obs_std = obs_mean, obs_std
         self.videos = os.path.join(run_dir, "videos") if args.capture_video else None
@@ -432,6 +439,29 @@ class Evaluation:
         """(returns, normalized scores, the video's path or None) of one evaluation at `update`."""
         video = self.videos and os.path.join(self.videos, f"update_{update}.mp4")
         return (*evaluate(policy, self.envs, self.obs_mean, self.obs_std, self.seeds, self.ref, video), video)
+
+    def final(self, policy, episodes: int):
+        """--final-episodes: one last evaluation of that many episodes (the paper's code: 100), their own seeds,
+        a row each in final_returns.csv; skipped when the file exists (a resumed run that had written it)."""
+        import csv
+
+        path = os.path.join(self.run_dir, "final_returns.csv")
+        if episodes < 1 or os.path.exists(path):
+            return
+        envs = make_eval_envs(self.dataset, episodes, self.limit)
+        seeds = eval_seeds(self.seed, episodes, base=2_000_000)
+        try:
+            returns, scores = evaluate(policy, envs, self.obs_mean, self.obs_std, seeds, self.ref)
+        finally:
+            envs.close()
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(FINAL_FIELDS)
+            writer.writerows(zip(range(episodes), seeds, returns.tolist(), scores.tolist()))
+        os.replace(path + ".tmp", path)
+        print(
+            f"final evaluation, {episodes} episodes: normalized {np.mean(scores):.1f} ± {np.std(scores):.1f} ({path})"
+        )
 
     def close(self):
         self.envs.close()
@@ -452,6 +482,7 @@ EVAL_FIELDS = [
     "normalized_std",
 ]
 LOSS_FIELDS = ["update", "phase", "name", "value"]
+FINAL_FIELDS = ["episode", "seed", "return", "normalized"]
 
 
 class Plateau:
@@ -624,7 +655,7 @@ def check_args(args, at_least_one=(), non_negative=(), fractions=()):
     for name in ("td_lambda", "tau", *fractions):
         if not 0.0 <= getattr(args, name) <= 1.0:
             problems.append(f"{flag(name)} must be in [0, 1] (got {getattr(args, name)})")
-    for name in ("pretrain_cql_weight", *non_negative):
+    for name in ("pretrain_cql_weight", "final_episodes", *non_negative):
         if getattr(args, name) < 0:
             problems.append(f"{flag(name)} must be >= 0 (got {getattr(args, name)})")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
@@ -709,7 +740,7 @@ def start_run(args, script: str):
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CUDA_VISIBLE_DEVICES= for the CPU
     print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
     return dataset, data, ref, run_dir, device
 

@@ -39,10 +39,10 @@ def run_script(args, cwd=ROOT, env_extra=None, timeout=600, script="td3bc_pretra
     )
 
 
-def read_csv(run_dir):
+def read_csv(run_dir, name="eval.csv"):
     import csv
 
-    with open(os.path.join(run_dir, "eval.csv")) as f:
+    with open(os.path.join(run_dir, name)) as f:
         return list(csv.DictReader(f))
 
 
@@ -62,5 +62,6 @@ TINY = [
     "--eval-episodes",
     "2",
     "--no-compile",
-    "--no-cuda",
+    "--final-episodes",
+    "0",
 ]

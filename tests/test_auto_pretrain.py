@@ -51,7 +51,7 @@ def test_plateau_noise_uses_the_best_so_far_and_history_resumes():
 
 
 def run_main(module, tmp_path, **overrides):
-    args = module.Args(env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32,
+    args = module.Args(env_id="hopper-random", compile=False, final_episodes=0, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32,
                        hidden_dims=(16, 16), log_freq=50, pretrain_steps="auto")  # fmt: skip
     if "edac" in module.__name__:
         args = replace(args, num_critics=2)

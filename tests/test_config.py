@@ -32,7 +32,7 @@ def test_a_run_from_another_runs_config_trains_the_same(script, minari_root, tmp
 def test_hand_written_config_and_its_errors(minari_root, tmp_path):
     path = tmp_path / "mine.json"
     json.dump({"env_id": "hopper-random", "total_timesteps": 100, "pretrain_steps": 50, "eval_freq": 100,
-               "hidden_dims": [16, 16], "eval_episodes": 1, "compile": False, "cuda": False}, open(path, "w"))  # fmt: skip
+               "hidden_dims": [16, 16], "eval_episodes": 1, "compile": False, "final_episodes": 0}, open(path, "w"))  # fmt: skip
     res = run_script(["--config", str(path), "--runs-dir", str(tmp_path)])
     assert res.returncode == 0, res.stderr
     assert json.load(open(os.path.join(run_dir_of(res.stdout), "config.json")))["hidden_dims"] == [16, 16]

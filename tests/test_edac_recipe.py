@@ -22,7 +22,7 @@ LOW, HIGH = -np.ones(1, np.float32), np.ones(1, np.float32)
 
 def run_main(module, tmp_path, **overrides):
     args = module.Args(
-        env_id="hopper-random", compile=False, cuda=False, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32
+        env_id="hopper-random", compile=False, final_episodes=0, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32
     )
     if module in EDAC_MODULES:
         args = replace(args, num_critics=3)

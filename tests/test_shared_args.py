@@ -27,7 +27,7 @@ SHARED = {
     "eval_episodes",
     "eval_protocol",
     "track",
-    "cuda",
+    "final_episodes",
     "save_model",
     "resume",
     "td_lambda",

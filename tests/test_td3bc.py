@@ -16,6 +16,7 @@ import torch.nn as nn
 from conftest import ROOT, TINY, read_csv, run_dir_of, run_script
 
 import td3bc_pretrain as T
+import utils
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +286,32 @@ def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
     assert loss_rows(run_dir) == loss_rows(ref_dir) and len(loss_rows(run_dir)) > 0
 
 
+def test_final_evaluation_writes_one_row_per_episode_once(minari_root, tmp_path):
+    """--final-episodes N: N episodes after the last update, own seeds, a row each; summary.csv has their mean;
+    resuming the finished run does not evaluate again."""
+    flags = TINY + ["--total-timesteps", "40", "--pretrain-steps", "20", "--eval-freq", "20", "--save-model"]
+    res = run_script(flags + ["--final-episodes", "4", "--runs-dir", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    run_dir = run_dir_of(res.stdout)
+    rows = read_csv(run_dir, "final_returns.csv")
+    assert list(rows[0]) == ["episode", "seed", "return", "normalized"] and len(rows) == 4
+    assert [int(r["episode"]) for r in rows] == [0, 1, 2, 3] and len({r["seed"] for r in rows}) == 4
+    assert not {int(r["seed"]) for r in rows} & set(utils.eval_seeds(1, 2))  # not the periodic evaluation's
+    summary = read_csv(run_dir, "summary.csv")[0]
+    mean = sum(float(r["normalized"]) for r in rows) / 4
+    assert int(summary["final_episodes"]) == 4 and abs(float(summary["final_episodes_normalized"]) - mean) < 1e-9
+    assert "final evaluation, 4 episodes: normalized" in res.stdout
+    before = open(os.path.join(run_dir, "final_returns.csv")).read()
+    again = run_script(["--resume", run_dir])
+    assert again.returncode == 0, again.stderr
+    assert "final evaluation" not in again.stdout
+    assert open(os.path.join(run_dir, "final_returns.csv")).read() == before
+    res = run_script(flags + ["--final-episodes", "0", "--runs-dir", str(tmp_path / "off")])
+    assert res.returncode == 0 and not os.path.exists(os.path.join(run_dir_of(res.stdout), "final_returns.csv"))
+    res = run_script(["--final-episodes", "-1"])
+    assert res.returncode == 1 and "--final-episodes must be >= 0 (got -1)" in res.stderr
+
+
 def test_resume_errors(minari_root, tmp_path):
     res = run_script(["--resume", str(tmp_path / "nowhere")])
     assert res.returncode == 1 and "no config.json" in res.stderr
@@ -373,7 +400,8 @@ def test_every_option_runs(minari_root, tmp_path):
         "local/hopper/random-v0",
         "--seed",
         "2",
-        "--no-cuda",
+        "--final-episodes",
+        "3",
         "--exp-name",
         "opts",
         "--total-timesteps",
@@ -429,6 +457,7 @@ def test_every_option_runs(minari_root, tmp_path):
     assert cfg["pretrain_cql_weight"] == 1.0 and cfg["alpha"] == 3.0 and cfg["mc_max_target"] is True
     assert "TD3+BC: alpha 3.0" in res.stdout
     assert [int(r["update"]) for r in read_csv(run_dir)] == [150, 300]
+    assert cfg["final_episodes"] == 3 and len(read_csv(run_dir, "final_returns.csv")) == 3
     # --compile (the default) runs in tests/test_main_job.py through the README command
 
 

@@ -20,7 +20,7 @@ def run_main(module, tmp_path, **overrides):
     args = module.Args(
         env_id="hopper-random",
         compile=False,
-        cuda=False,
+        final_episodes=0,
         runs_dir=str(tmp_path / "runs"),
         total_timesteps=100,
         pretrain_steps=50,

@@ -15,6 +15,15 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
   --allow-dips K, up to K later evaluations may fall below it (one bad evaluation at the end of a
   long plateau does not erase the plateau).
 - --together: also one plot per dataset with every group's seed-mean curve (e.g. Appendix C's modes).
+- --figure2: the paper's Figure 2 for the grid (rows the algorithms, columns the datasets; mean and 95%
+  t-interval over seeds, pretrained and scratch; x updates in figure2_updates.png, wall-clock in
+  figure2_wall.png), the reach table (per panel: updates and wall-clock, pretraining counted, for each
+  pretrained seed to first reach 90% / 95% of the scratch seeds' mean final score, with how many seeds
+  reached it; no ratio where the scratch curve has not plateaued) and, across datasets, rliable's
+  (Agarwal et al., 2021) interquartile mean with stratified-bootstrap 95% CIs of the final and window
+  scores, the probability of improvement P(pretrained > scratch) with its CI, and IQM curves over
+  updates (figure2_iqm.png). The final score of a run is its --final-episodes mean where it wrote
+  final_returns.csv, else its last evaluation. A panel with fewer seeds than the grid's says which.
 """
 
 import argparse
@@ -40,8 +49,15 @@ def load_runs(root, window=None):
             rows = list(csv.DictReader(f))
         if not rows:
             continue
+        final_path = os.path.join(run_dir, "final_returns.csv")
+        final = None
+        if os.path.exists(final_path):  # --final-episodes: the mean of its episodes is the run's final score
+            with open(final_path) as f:
+                final = float(np.mean([float(r["normalized"]) for r in csv.DictReader(f)]))
         runs.append(
             {
+                "final": final if final is not None else float(rows[-1]["normalized_mean"]),
+                "final_episodes": final is not None,
                 "dataset": config["env_id"],
                 "algorithm": config["exp_name"],
                 "pretrained": config["pretrain_steps"] == "auto" or config["pretrain_steps"] > 0,
@@ -107,7 +123,7 @@ def efficiency(groups, dips=0):
         if not pretrained or (dataset, algorithm, False) not in groups:
             continue
         scratch = groups[(dataset, algorithm, False)]
-        threshold = 0.9 * float(np.mean([r["score"][-1] for r in scratch]))
+        threshold = 0.9 * float(np.mean([r["final"] for r in scratch]))
         u_p, m_p, _, w_p = mean_curve(runs)
         u_s, m_s, _, w_s = mean_curve(scratch)
         up, wp = first_reach(u_p, m_p, w_p, threshold)
@@ -142,7 +158,7 @@ def markdown(groups, ratios, dips=0):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
-        finals = [r["score"][-1] for r in runs]
+        finals = [r["final"] for r in runs]
         windows = [window_score(r) for r in runs]
         lengths = ", ".join(str(r["pretrain_steps"]) for r in runs)
         how = ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
@@ -250,12 +266,210 @@ def plot_together(groups, out_dir):
     return paths
 
 
+# --figure2: the paper's Figure 2 on a grid, aggregated as the field now reports (rliable)
+def t_interval(scores):
+    """Mean and 95% Student-t half-width over seeds (axis 0); half-width 0 for one seed."""
+    from scipy import stats
+
+    scores = np.asarray(scores, dtype=float)
+    n = scores.shape[0]
+    half = stats.t.ppf(0.975, n - 1) * scores.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(scores.shape[1:])
+    return scores.mean(0), half
+
+
+def plateaued(updates, score, share=0.2, tol=0.05):
+    """Whether a seed-mean curve has levelled off: the mean of its last `share` of evaluations is within
+    `tol` (of the larger magnitude) of the mean of the `share` before it."""
+    k = max(1, int(round(share * len(score))))
+    if len(score) < 2 * k:
+        return False
+    last, before = score[-k:].mean(), score[-2 * k : -k].mean()
+    return bool(abs(last - before) <= tol * max(abs(last), abs(before), 1e-9))
+
+
+def reach(groups, fractions=(0.9, 0.95)):
+    """Per (dataset, algorithm) with both variants: for each fraction f, the updates and wall-clock at which each
+    pretrained seed first reaches f x the scratch seeds' mean final score (pretraining counted: updates and
+    wall-clock run from the start), how many seeds reached it, and the same for the scratch seeds; ratios
+    (pretrained / scratch, of the means over the seeds that reached) only where scratch has plateaued."""
+    out = {}
+    for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
+        scratch = groups.get((dataset, algorithm, False))
+        if not pretrained or not scratch:
+            continue
+        target = float(np.mean([r["final"] for r in scratch]))
+        u_s, m_s, _, _ = mean_curve(scratch)
+        row = {"scratch_final": target, "scratch_plateaued": plateaued(u_s, m_s)}
+        for f in fractions:
+            for name, variant in (("pretrained", runs), ("scratch", scratch)):
+                hits = [first_reach(r["update"], r["score"], r["wall_s"], f * target) for r in variant]
+                hits = [h for h in hits if h[0] is not None]
+                row[f"{name}_{f}"] = {
+                    "seeds": len(variant),
+                    "reached": len(hits),
+                    "updates": float(np.mean([h[0] for h in hits])) if hits else None,
+                    "wall_s": float(np.mean([h[1] for h in hits])) if hits else None,
+                }
+            p, sc = row[f"pretrained_{f}"], row[f"scratch_{f}"]
+            ok = row["scratch_plateaued"] and p["updates"] is not None and sc["updates"]
+            row[f"update_ratio_{f}"] = p["updates"] / sc["updates"] if ok else None
+            row[f"wall_ratio_{f}"] = p["wall_s"] / sc["wall_s"] if ok and sc["wall_s"] else None
+        out[(dataset, algorithm)] = row
+    return out
+
+
+def score_matrices(groups, algorithm, key):
+    """{pretrained: [seeds x datasets] array} of one algorithm's per-run scores (`key`: final or window), the
+    datasets that both variants have, seeds truncated to the fewest any dataset has (rliable needs a matrix)."""
+    datasets = sorted({d for d, a, p in groups if a == algorithm and (d, a, not p) in groups})
+    out = {}
+    for pretrained in (True, False):
+        columns = [[r["final"] if key == "final" else window_score(r) for r in groups[(d, algorithm, pretrained)]]
+                   for d in datasets]  # fmt: skip
+        n = min((len(c) for c in columns), default=0)
+        out[pretrained] = np.array([c[:n] for c in columns]).T if n else np.zeros((0, len(datasets)))
+    return out, datasets
+
+
+def rliable_summary(groups, reps=2000, seed=0):
+    """Per algorithm: IQM [CI] of final and window scores for pretrained and scratch, and P(pretrained > scratch)
+    [CI], over the datasets (stratified bootstrap, 95%)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    out = {}
+    for algorithm in sorted({a for _, a, _ in groups}):
+        row = {}
+        for key in ("final", "window"):
+            scores, datasets = score_matrices(groups, algorithm, key)
+            if not datasets or any(m.shape[0] < 1 or np.isnan(m).any() for m in scores.values()):
+                continue
+            iqm = lambda m: np.array([metrics.aggregate_iqm(m)])  # noqa: E731
+            both = {"pretrained": scores[True], "scratch": scores[False]}
+            point, ci = rly.get_interval_estimates(both, iqm, reps=reps, random_state=np.random.RandomState(seed))
+            row[key] = {k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in point}
+            pair = {"p": (scores[True], scores[False])}
+            point, ci = rly.get_interval_estimates(
+                pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
+            )
+            p, (low, high) = float(np.ravel(point["p"])[0]), np.ravel(ci["p"]).tolist()
+            row[key]["P(pretrained > scratch)"] = (p, float(low), float(high))
+            row[key]["datasets"], row[key]["seeds"] = datasets, scores[True].shape[0]
+        out[algorithm] = row
+    return out
+
+
+def missing_seeds(groups):
+    """{(dataset, algorithm, pretrained): [seeds missing]} against the seeds that any run of the grid has."""
+    everyone = {r["seed"] for runs in groups.values() for r in runs}
+    panels = {(d, a) for d, a, _ in groups}
+    out = {}
+    for d, a in sorted(panels):
+        for p in (True, False):
+            have = {r["seed"] for r in groups.get((d, a, p), [])}
+            if everyone - have:
+                out[(d, a, p)] = sorted(everyone - have)
+    return out
+
+
+def figure2_markdown(groups, reached, aggregate):
+    lines = ["| dataset | algorithm | final: pretrained / scratch (seeds) | 90% of scratch: updates (seeds), "
+             "ratio | wall-clock s, ratio | 95%: updates (seeds), ratio | wall-clock s, ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def cell(v, ratio, fmt):
+        if v["updates"] is None:
+            return f"not reached (0/{v['seeds']})", "-"
+        return f"{fmt(v)} ({v['reached']}/{v['seeds']})", "n/a" if ratio is None else f"{ratio:.2f}"
+
+    for (dataset, algorithm), row in sorted(reached.items()):
+        p, sc = groups[(dataset, algorithm, True)], groups[(dataset, algorithm, False)]
+        finals = [fmt(*[float(x) for x in (np.mean([r["final"] for r in v]), np.std([r["final"] for r in v]))])
+                  + f" ({len(v)})" for v in (p, sc)]  # fmt: skip
+        cells = []
+        for f in (0.9, 0.95):
+            v = row[f"pretrained_{f}"]
+            u, ur = cell(v, row[f"update_ratio_{f}"], lambda v: f"{v['updates']:.0f}")
+            w, wr = cell(v, row[f"wall_ratio_{f}"], lambda v: f"{v['wall_s']:.0f}")
+            cells += [f"{u}, {ur}", f"{w.split(' (')[0]}, {wr}"]
+        lines.append(f"| {dataset} | {algorithm} | {finals[0]} / {finals[1]} | " + " | ".join(cells) + " |")
+        if not row["scratch_plateaued"]:
+            lines.append("| | | scratch has not plateaued at this budget: no ratio | | | | |")
+    for key, seeds in missing_seeds(groups).items():
+        lines.append(f"\nmissing: {key[0]} {key[1]} {'pretrained' if key[2] else 'scratch'}, seed(s) "
+                     + ", ".join(map(str, seeds)))  # fmt: skip
+    for algorithm, row in aggregate.items():
+        for key, v in row.items():
+            parts = [f"{k} {v[k][0]:.1f} [{v[k][1]:.1f}, {v[k][2]:.1f}]" for k in ("pretrained", "scratch")]
+            p, head = v["P(pretrained > scratch)"], f"{algorithm}, {key} score"
+            parts.append(f"P(pretrained > scratch) {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
+            lines.append(f"\n{head} over {len(v['datasets'])} datasets x {v['seeds']} seeds, IQM [95% CI]: "
+                         + ", ".join(parts))  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot_figure2(groups, out_dir):
+    """figure2_updates.png and figure2_wall.png: rows the algorithms, columns the datasets, pretrained and
+    scratch seed means with 95% t-intervals; figure2_iqm.png: the IQM over datasets and seeds per update."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algorithms, datasets = sorted({a for _, a, _ in groups}), sorted({d for d, _, _ in groups})
+    paths = []
+    for axis, name in ((0, "updates"), (1, "wall")):
+        fig, axes = plt.subplots(len(algorithms), len(datasets), figsize=(4 * len(datasets), 3.2 * len(algorithms)),
+                                 squeeze=False)  # fmt: skip
+        for i, algorithm in enumerate(algorithms):
+            for j, dataset in enumerate(datasets):
+                ax = axes[i, j]
+                for pretrained, color in ((True, "tab:blue"), (False, "tab:orange")):
+                    runs = groups.get((dataset, algorithm, pretrained))
+                    if not runs:
+                        continue
+                    updates, _, _, wall = mean_curve(runs)
+                    common = [[r["score"][list(r["update"]).index(u)] for u in updates] for r in runs]
+                    mean, half = t_interval(common)
+                    x = updates if axis == 0 else wall
+                    label = f"{'pretrained' if pretrained else 'scratch'} ({len(runs)} seeds)"
+                    ax.plot(x, mean, color=color, label=label)
+                    ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
+                ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
+                ax.set_xlabel("updates (pretraining included)" if axis == 0 else "wall-clock s")
+                ax.set_ylabel("normalized score")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
+        fig.suptitle("mean and 95% CI over seeds")
+        paths.append(save(fig, out_dir, f"figure2_{name}.png"))
+    from rliable import metrics
+
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(5 * len(algorithms), 3.4), squeeze=False)
+    for ax, algorithm in zip(axes[0], algorithms):
+        for pretrained, color in ((True, "tab:blue"), (False, "tab:orange")):
+            runs = [r for (d, a, p), rs in groups.items() if a == algorithm and p == pretrained for r in rs]
+            if not runs:
+                continue
+            common = sorted(set.intersection(*(set(r["update"].tolist()) for r in runs)))
+            iqm = [metrics.aggregate_iqm(np.array([[r["score"][list(r["update"]).index(u)]] for r in runs]))
+                   for u in common]  # fmt: skip
+            ax.plot(common, iqm, color=color, label=f"{'pretrained' if pretrained else 'scratch'} ({len(runs)} runs)")
+        ax.set_title(f"{algorithm}: IQM over datasets and seeds", fontsize=9)
+        ax.set_xlabel("updates (pretraining included)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    paths.append(save(fig, out_dir, "figure2_iqm.png"))
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="folder holding the run directories (searched recursively)")
     parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--together", action="store_true", help="also one plot per dataset with every group's curve")
+    parser.add_argument("--figure2", action="store_true", help="Figure 2 panels, reach table, rliable aggregates")
+    parser.add_argument("--reps", type=int, default=2000, help="--figure2: bootstrap resamples")
     parser.add_argument(
         "--window",
         type=int,
@@ -282,13 +496,16 @@ def main(argv=None):
         raise SystemExit(f"error: no finished runs (config.json + eval.csv) under {args.root}")
     groups = group(runs)
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
+    if args.figure2:
+        table += "\n\n" + figure2_markdown(groups, reach(groups), rliable_summary(groups, args.reps))
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
         if not args.no_plots:
-            for path in plot(groups, args.out) + (plot_together(groups, args.out) if args.together else []):
+            paths = plot(groups, args.out) + (plot_together(groups, args.out) if args.together else [])
+            for path in paths + (plot_figure2(groups, args.out) if args.figure2 else []):
                 print(f"wrote {path}")
 
 

@@ -1,0 +1,122 @@
+"""tools/summarize.py --figure2 on synthetic grids with known answers: rliable's IQM and its CI, the probability
+of improvement, the reach table, missing seeds, the final-episodes score and the figures."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import summarize  # noqa: E402
+
+
+def write_run(root, dataset, algorithm, pretrained, seed, scores, walls=None, final_episodes=None):
+    run_dir = os.path.join(root, f"{dataset.replace('/', '-')}__{algorithm}__{int(pretrained)}__{seed}")
+    os.makedirs(run_dir)
+    config = {"env_id": dataset, "exp_name": algorithm, "pretrain_steps": 100 if pretrained else 0, "seed": seed}
+    json.dump({**config, "score_window": [300, 400]}, open(os.path.join(run_dir, "config.json"), "w"))
+    walls = walls or [10 * (i + 1) for i in range(len(scores))]
+    with open(os.path.join(run_dir, "eval.csv"), "w") as f:
+        f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
+        for i, (score, wall) in enumerate(zip(scores, walls)):
+            f.write(f"{100 * (i + 1)},finetune,{wall},{wall},1,{score},0,{score},0\n")
+    if final_episodes is not None:
+        with open(os.path.join(run_dir, "final_returns.csv"), "w") as f:
+            f.write("episode,seed,return,normalized\n")
+            f.writelines(f"{i},{2_000_000 + i},{s},{s}\n" for i, s in enumerate(final_episodes))
+
+
+def groups_of(root):
+    return summarize.group(summarize.load_runs(root))
+
+
+def test_iqm_of_known_values_and_probability_of_improvement(tmp_path):
+    """Pretrained finals 1..12 over 3 datasets x 4 seeds: IQM = mean of 4..9 = 6.5; scratch all 0, so
+    P(pretrained > scratch) = 1 with CI [1, 1]."""
+    value = iter(range(1, 13))
+    for d in ("a/x-v0", "b/x-v0", "c/x-v0"):
+        for seed in (1, 2, 3, 4):
+            v = next(value)
+            write_run(tmp_path, d, "algo", True, seed, [0, 0, v, v])
+            write_run(tmp_path, d, "algo", False, seed, [0, 0, 0, 0])
+    out = summarize.rliable_summary(groups_of(tmp_path), reps=200)["algo"]["final"]
+    assert out["pretrained"][0] == pytest.approx(6.5)
+    assert out["pretrained"][1] <= 6.5 <= out["pretrained"][2]
+    assert out["scratch"] == (0.0, 0.0, 0.0)
+    assert out["P(pretrained > scratch)"] == (1.0, 1.0, 1.0)
+    assert out["datasets"] == ["a/x-v0", "b/x-v0", "c/x-v0"] and out["seeds"] == 4
+
+
+def test_bootstrap_ci_contains_the_true_iqm(tmp_path):
+    """Finals drawn from N(50, 5) (IQM 50 by symmetry), 3 datasets x 10 seeds: the 95% CI holds 50 and has width;
+    equal distributions give P(improvement) near 0.5 with a CI that holds it."""
+    rng = np.random.default_rng(0)
+    for d in ("a/x-v0", "b/x-v0", "c/x-v0"):
+        for seed in range(1, 11):
+            for pretrained in (True, False):
+                write_run(tmp_path, d, "algo", pretrained, seed, [0, rng.normal(50, 5)])
+    out = summarize.rliable_summary(groups_of(tmp_path), reps=500)["algo"]["final"]
+    point, low, high = out["pretrained"]
+    assert low < 50 < high and high - low > 0.5
+    p, p_low, p_high = out["P(pretrained > scratch)"]
+    assert p_low < 0.5 < p_high and abs(p - 0.5) < 0.15
+
+
+def test_reach_on_hand_made_curves(tmp_path):
+    """Scratch plateaus at 40 (final mean 40); 90% = 36, 95% = 38. Pretrained seed 1 reaches 36 at update 200
+    (wall 20), seed 2 at 300 (wall 30): mean 250 vs scratch's 700 -> ratio 250/700; 38: seed 1 at 300, seed 2
+    never (1 of 2 seeds)."""
+    scratch = [0, 10, 20, 30, 35, 39, 40, 40, 40, 40, 40, 40]
+    write_run(tmp_path, "a/x-v0", "algo", False, 1, scratch)
+    write_run(tmp_path, "a/x-v0", "algo", False, 2, scratch)
+    write_run(tmp_path, "a/x-v0", "algo", True, 1, [10, 36, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38])
+    write_run(tmp_path, "a/x-v0", "algo", True, 2, [10, 20, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37])
+    row = summarize.reach(groups_of(tmp_path))[("a/x-v0", "algo")]
+    assert row["scratch_final"] == 40 and row["scratch_plateaued"]
+    assert row["pretrained_0.9"] == {"seeds": 2, "reached": 2, "updates": 250.0, "wall_s": 25.0}
+    assert row["scratch_0.9"]["updates"] == 600.0  # 36 first reached at update 600 (39)
+    assert row["update_ratio_0.9"] == pytest.approx(250 / 600) and row["wall_ratio_0.9"] == pytest.approx(25 / 60)
+    assert row["pretrained_0.95"]["reached"] == 1 and row["pretrained_0.95"]["updates"] == 300.0
+    table = summarize.figure2_markdown(groups_of(tmp_path), summarize.reach(groups_of(tmp_path)), {})
+    assert "250 (2/2), 0.42" in table and "300 (1/2), 0.50" in table
+
+
+def test_no_ratio_where_scratch_still_climbs(tmp_path):
+    write_run(tmp_path, "a/x-v0", "algo", False, 1, [0, 10, 20, 30, 40, 50, 60, 70, 80, 90])
+    write_run(tmp_path, "a/x-v0", "algo", True, 1, [50, 90, 90, 90, 90, 90, 90, 90, 90, 90])
+    groups = groups_of(tmp_path)
+    row = summarize.reach(groups)[("a/x-v0", "algo")]
+    assert not row["scratch_plateaued"] and row["update_ratio_0.9"] is None
+    assert row["pretrained_0.9"]["updates"] == 200.0  # reached, but no ratio against a climbing scratch
+    assert "scratch has not plateaued at this budget" in summarize.figure2_markdown(groups, summarize.reach(groups), {})
+
+
+def test_missing_seed_is_reported_and_final_episodes_score_the_run(tmp_path):
+    for seed in (1, 2, 3):
+        write_run(tmp_path, "a/x-v0", "algo", False, seed, [0, 20, 40, 40], final_episodes=[30, 50])
+    for seed in (1, 2):  # seed 3 of the pretrained runs is missing
+        write_run(tmp_path, "a/x-v0", "algo", True, seed, [40, 40, 40, 40])
+    groups = groups_of(tmp_path)
+    assert summarize.missing_seeds(groups) == {("a/x-v0", "algo", True): [3]}
+    assert [r["final"] for r in groups[("a/x-v0", "algo", False)]] == [40.0, 40.0, 40.0]  # mean of 30 and 50
+    table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
+    assert "missing: a/x-v0 algo pretrained, seed(s) 3" in table
+    assert "40.0 ± 0.0 (2) / 40.0 ± 0.0 (3)" in table
+
+
+def test_figure2_command_writes_the_figures(tmp_path):
+    root = tmp_path / "runs"
+    for d in ("a/x-v0", "b/x-v0"):
+        for algorithm in ("td3bc_pretrain", "edac_pretrain"):
+            for seed in (1, 2):
+                write_run(root, d, algorithm, True, seed, [30, 40, 40, 40, 40, 40])
+                write_run(root, d, algorithm, False, seed, [0, 20, 38, 40, 40, 40])
+    summarize.main([str(root), "--out", str(tmp_path / "out"), "--figure2", "--reps", "100"])
+    for name in ("figure2_updates.png", "figure2_wall.png", "figure2_iqm.png"):
+        assert os.path.getsize(tmp_path / "out" / name) > 5000, name
+    table = open(tmp_path / "out" / "summary.md").read()
+    assert "td3bc_pretrain, final score over 2 datasets x 2 seeds, IQM [95% CI]: pretrained 40.0" in table
+    assert "P(pretrained > scratch)" in table
