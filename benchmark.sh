@@ -8,6 +8,9 @@
 #
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
+#          figure2 Figure 2 at the budget a 2-core CPU affords: hopper/halfcheetah/walker2d medium, TD3+BC
+#                 300k updates (50k pretraining, evaluation every 5k) and EDAC N=10 60k updates (20k
+#                 pretraining, evaluation every 2k), pretrained vs scratch, 3 seeds, 100 final episodes
 #          adroit Table 2's grid (4 scripts x pen/door/hammer/relocate human+cloned, paper protocol,
 #                 300k updates, 200k pretraining, evaluation every 10k)
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
@@ -62,7 +65,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --task) task="${2:?--task needs a run index}"; shift ;;
-    *) echo "unknown argument '$1'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run]" >&2; exit 2 ;;
+    *) echo "unknown argument '$1'; usage: bash benchmark.sh [paper|figure2|adroit|quick|speed] [--dry-run]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -72,6 +75,12 @@ case "$profile" in
     seeds="${BENCH_SEEDS:-1 2 3}"
     scripts="td3bc_pretrain edac_pretrain"
     common="--eval-freq 5000"
+    ;;
+  figure2)
+    datasets="${BENCH_DATASETS:-hopper-medium halfcheetah-medium walker2d-medium}"
+    seeds="${BENCH_SEEDS:-1 2 3}"
+    scripts="td3bc_pretrain edac_pretrain"
+    common=""
     ;;
   adroit)
     datasets="${BENCH_DATASETS:-pen-human door-human hammer-human relocate-human pen-cloned door-cloned hammer-cloned relocate-cloned}"
@@ -89,7 +98,7 @@ case "$profile" in
     datasets="${BENCH_DATASETS:-halfcheetah-medium}"  # 17 observations, 6 actions: the reference loops' sizes
     ;;
   *)
-    echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
+    echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|figure2|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
     exit 2
     ;;
 esac
@@ -123,12 +132,16 @@ threads=""
 extra_flags() {  # script
   case "$profile:$1" in
     quick:edac_pretrain) echo "--num-critics 10" ;;
+    figure2:td3bc_pretrain) echo "--eval-freq 5000" ;;
+    figure2:edac_pretrain) echo "--num-critics 10 --eval-freq 2000" ;;
   esac
 }
 total_steps() {  # script
   if [ -n "${BENCH_TOTAL:-}" ]; then echo "$BENCH_TOTAL"; return; fi
   case "$profile:$1" in
     paper:*) echo 1000000 ;;
+    figure2:td3bc_pretrain) echo 300000 ;;
+    figure2:edac_pretrain) echo 60000 ;;
     adroit:*) echo 300000 ;;
     quick:td3bc_pretrain) echo 20000 ;;
     quick:edac_pretrain) echo 5000 ;;
@@ -138,6 +151,8 @@ pretrain_steps() {  # script
   if [ -n "${BENCH_PRETRAIN:-}" ]; then echo "$BENCH_PRETRAIN"; return; fi
   case "$profile:$1" in
     paper:*) echo 50000 ;;
+    figure2:td3bc_pretrain) echo 50000 ;;
+    figure2:edac_pretrain) echo 20000 ;;
     adroit:*) echo 200000 ;;
     quick:td3bc_pretrain) echo 5000 ;;
     quick:edac_pretrain) echo 2500 ;;

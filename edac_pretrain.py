@@ -226,10 +226,11 @@ class Critic(nn.Module):
                 x, rstd = layer_norm(linear(x)) if self.layernorm else (linear(x), None)
                 saved.append((x, rstd))
                 x = F.relu(x)
-            q = self.linears[-1](x.float()).squeeze(-1)
-            if not act_dim:
-                return q
-            grad = self.linears[-1].weight.transpose(1, 2)  # dQ/dh of the last hidden layer: [N, 1, H]
+        q = self.linears[-1](x.float()).squeeze(-1)
+        if not act_dim:
+            return q
+        grad = self.linears[-1].weight.transpose(1, 2)  # dQ/dh of the last hidden layer: [N, 1, H]
+        with hidden_precision(grad, self.bf16):
             for i in reversed(range(len(saved))):
                 x, rstd = saved[i]
                 grad = grad * F.relu(x).sign()  # the ReLU's mask; a bool mask is ~30x slower compiled on CPU

@@ -119,6 +119,19 @@ def test_adroit_and_paper_profiles_and_usage():
     assert "tools/speed_reference.py --algo edac --num-critics 50" in res.stdout
 
 
+def test_figure2_profile_budgets():
+    """36 runs: 3 datasets x 2 scripts x 3 seeds x {pretrained, scratch}, TD3+BC 300k (50k pretraining), EDAC
+    N=10 60k (20k pretraining)."""
+    res = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
+    lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 36
+    td3, edac = [x for x in lines if "td3bc_pretrain.py" in x], [x for x in lines if "edac_pretrain.py" in x]
+    assert len(td3) == len(edac) == 18
+    assert all("--total-timesteps 300000" in x and "--eval-freq 5000" in x for x in td3)
+    assert all("--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000" in x for x in edac)
+    assert sum("--pretrain-steps 50000" in x for x in td3) == sum("--pretrain-steps 20000" in x for x in edac) == 9
+
+
 def test_scripts_total_and_pretrain_overrides():
     env = {
         "BENCH_OUT": "/tmp/x",

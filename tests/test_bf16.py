@@ -72,3 +72,15 @@ def test_bf16_runs_end_to_end(script, minari_root, tmp_path):
     rows = read_csv(run_dir_of(res.stdout))
     assert [r["phase"] for r in rows] == ["pretrain", "pretrain", "finetune"]
     assert all(np.isfinite(float(r["return_mean"])) for r in rows)
+
+
+@pytest.mark.parametrize("script", ["edac_pretrain", "edac_bc_pretrain"])
+def test_bf16_action_gradient_is_fp32_and_close(script):
+    """EDAC's hand-written dQ/da under --bf16: fp32 values, close to the fp32 network's."""
+    module = MODULES[script]
+    fp32, bf16 = pair(module.Critic, 5, 2, (64, 64), True, 3)
+    x = torch.cat([torch.randn(32, 5), torch.rand(32, 2) * 2 - 1], -1).expand(3, -1, -1)
+    (q32, g32), (q16, g16) = fp32.members(x, 2), bf16.members(x, 2)
+    assert q16.dtype == g16.dtype == torch.float32 and g16.shape == g32.shape == (3, 32, 2)
+    assert not torch.equal(g16, g32)
+    torch.testing.assert_close(g16, g32, atol=0.02, rtol=0.05)
