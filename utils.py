@@ -505,6 +505,11 @@ class Plateau:
         return bool(then - now <= self.tol * abs(then))
 
 
+def rate(ups: float) -> str:
+    """Updates/s as printed: one decimal below 100 (EDAC's 12.6), none above (TD3+BC's 187)."""
+    return f"{ups:.1f}" if ups < 100 else f"{ups:.0f}"
+
+
 class RunLog:
     """eval.csv (a row per evaluation), losses.csv (a row per logged value, long format: pivot on
     `name` to get columns), the progress lines and the clocks: wall-clock since the start and training
@@ -562,7 +567,7 @@ class RunLog:
         left = (self.total - update) / max(ups, 1e-9)
         shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k.startswith("losses/"))
         print(
-            f"[{phase} {update}/{self.total}] {ups:.0f} updates/s | {shown} | ~{left / 60:.0f} min of updates left",
+            f"[{phase} {update}/{self.total}] {rate(ups)} updates/s | {shown} | ~{left / 60:.0f} min of updates left",
             flush=True,
         )
         if self.wandb:
@@ -590,7 +595,7 @@ class RunLog:
                 values["eval/video"] = self.wandb.Video(video, format="mp4")
             self.wandb.log(values, step=update)
         print(
-            f"[{phase}] update {update}/{self.total} | {ups:.0f} updates/s | "
+            f"[{phase}] update {update}/{self.total} | {rate(ups)} updates/s | "
             f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
             f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s",
             flush=True,
