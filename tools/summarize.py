@@ -334,9 +334,12 @@ def score_matrices(groups, algorithm, key):
 def rliable_summary(groups, reps=2000, seed=0):
     """Per algorithm: IQM [CI] of final and window scores for pretrained and scratch, and P(pretrained > scratch)
     [CI], over the datasets (stratified bootstrap, 95%)."""
+    import warnings
+
     from rliable import library as rly
     from rliable import metrics
 
+    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, called by rliable
     out = {}
     for algorithm in sorted({a for _, a, _ in groups}):
         row = {}
@@ -416,7 +419,8 @@ def plot_figure2(groups, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    algorithms, datasets = sorted({a for _, a, _ in groups}), sorted({d for d, _, _ in groups})
+    algorithms = sorted({a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a))  # TD3+BC on top
+    datasets = sorted({d for d, _, _ in groups})
     paths = []
     for axis, name in ((0, "updates"), (1, "wall")):
         fig, axes = plt.subplots(len(algorithms), len(datasets), figsize=(4 * len(datasets), 3.2 * len(algorithms)),
