@@ -84,3 +84,4 @@ def test_bf16_action_gradient_is_fp32_and_close(script):
     assert q16.dtype == g16.dtype == torch.float32 and g16.shape == g32.shape == (3, 32, 2)
     assert not torch.equal(g16, g32)
     torch.testing.assert_close(g16, g32, atol=0.02, rtol=0.05)
+    torch.testing.assert_close(q16, q32, atol=0.02, rtol=0.02)

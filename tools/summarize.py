@@ -347,10 +347,12 @@ def rliable_summary(groups, reps=2000, seed=0):
             scores, datasets = score_matrices(groups, algorithm, key)
             if not datasets or any(m.shape[0] < 1 or np.isnan(m).any() for m in scores.values()):
                 continue
+            np.random.seed(seed)  # rliable draws some resamples from numpy's global generator
             iqm = lambda m: np.array([metrics.aggregate_iqm(m)])  # noqa: E731
             both = {"pretrained": scores[True], "scratch": scores[False]}
             point, ci = rly.get_interval_estimates(both, iqm, reps=reps, random_state=np.random.RandomState(seed))
             row[key] = {k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in point}
+            np.random.seed(seed)
             pair = {"p": (scores[True], scores[False])}
             point, ci = rly.get_interval_estimates(
                 pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
