@@ -506,17 +506,8 @@ def main(args: Args):
             gradient_step(actor_optimizer, loss)
             losses.update({**info, **bc_info})
         elif phase == "pretrain":  # the critics on the soft returns; actor and alpha frozen
-            loss, info = pretrain_critic_fn(
-                critic,
-                actor,
-                critic_target,
-                batch,
-                frozen_alpha,
-                args.eta,
-                args.gamma,
-                args.td_lambda,
-                args.pretrain_cql_weight,
-            )
+            loss, info = pretrain_critic_fn(critic, actor, critic_target, batch, frozen_alpha, args.eta, args.gamma,
+                                            args.td_lambda, args.pretrain_cql_weight)  # fmt: skip
             gradient_step(critic_optimizer, loss)
             soft_update(target_params, online_params, args.tau)
             losses.update(info)
