@@ -67,6 +67,19 @@ class TD3BCReference:
         self.critic_2_optimizer = torch.optim.Adam(self.critic_2.parameters(), lr=3e-4)
         self.alpha, self.total_it = alpha, 0
 
+    def critic_step(self, critic_loss):
+        """One backward through both critics, then each critic's own Adam step."""
+        self.critic_1_optimizer.zero_grad()
+        self.critic_2_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_1_optimizer.step()
+        self.critic_2_optimizer.step()
+
+    def polyak_all(self, tau):
+        polyak(self.critic_1_target, self.critic_1, tau)
+        polyak(self.critic_2_target, self.critic_2, tau)
+        polyak(self.actor_target, self.actor, tau)
+
     def train(self, batch, gamma=0.99, tau=0.005):
         self.total_it += 1
         state, action, reward, next_state, done = batch
@@ -77,11 +90,7 @@ class TD3BCReference:
             target_q = reward + (1 - done) * gamma * torch.min(self.critic_1_target(x), self.critic_2_target(x))
         x = torch.cat([state, action], 1)
         critic_loss = F.mse_loss(self.critic_1(x), target_q) + F.mse_loss(self.critic_2(x), target_q)
-        self.critic_1_optimizer.zero_grad()
-        self.critic_2_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_1_optimizer.step()
-        self.critic_2_optimizer.step()
+        self.critic_step(critic_loss)
         if self.total_it % 2 == 0:
             pi = self.actor(state)
             q = self.critic_1(torch.cat([state, pi], 1))
@@ -89,27 +98,19 @@ class TD3BCReference:
             self.actor_optimizer.zero_grad()
             actor_loss.backward()
             self.actor_optimizer.step()
-            polyak(self.critic_1_target, self.critic_1, tau)
-            polyak(self.critic_2_target, self.critic_2, tau)
-            polyak(self.actor_target, self.actor, tau)
+            self.polyak_all(tau)
 
     def pretrain(self, batch, tau=0.005):
         """The paper's TD3+BC pretraining update: both critics' MSE to the return, the actor's BC MSE."""
         state, action, returns, _, _ = batch
         x = torch.cat([state, action], 1)
         critic_loss = F.mse_loss(self.critic_1(x), returns) + F.mse_loss(self.critic_2(x), returns)
-        self.critic_1_optimizer.zero_grad()
-        self.critic_2_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_1_optimizer.step()
-        self.critic_2_optimizer.step()
+        self.critic_step(critic_loss)
         actor_loss = F.mse_loss(self.actor(state), action)
         self.actor_optimizer.zero_grad()
         actor_loss.backward()
         self.actor_optimizer.step()
-        polyak(self.critic_1_target, self.critic_1, tau)
-        polyak(self.critic_2_target, self.critic_2, tau)
-        polyak(self.actor_target, self.actor, tau)
+        self.polyak_all(tau)
 
 
 class EnsembleLinear(nn.Module):
