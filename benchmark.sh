@@ -10,7 +10,9 @@
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
 #          figure2 Figure 2 at the budget a 2-core CPU affords: hopper/halfcheetah/walker2d medium, TD3+BC
 #                 300k updates (50k pretraining, evaluation every 5k) and EDAC N=10 60k updates (20k
-#                 pretraining, evaluation every 2k), pretrained vs scratch, 3 seeds, 100 final episodes
+#                 pretraining, evaluation every 2k), pretrained vs scratch, 3 seeds, 100 final episodes;
+#                 then EDAC+BC (edac_bc_pretrain.py, same budget) pretrained, seeds BENCH_REMEDY_SEEDS
+#                 (default "1 2"), summarized against EDAC's scratch runs: 42 runs
 #          adroit Table 2's grid (4 scripts x pen/door/hammer/relocate human+cloned, paper protocol,
 #                 300k updates, 200k pretraining, evaluation every 10k)
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
@@ -27,7 +29,8 @@
 #   BENCH_JOBS      runs at once here (default: the number of cores); with more than one, each run
 #                   gets one torch thread (OMP_NUM_THREADS=1)
 #   BENCH_OUT       output folder (default bench/PROFILE): runs/, logs/, summary.md, PNG plots
-#   BENCH_SCRIPTS   space-separated scripts to run, a subset of the profile's (e.g. "td3bc_pretrain")
+#   BENCH_SCRIPTS   space-separated scripts to run, a subset of the profile's (e.g. "td3bc_pretrain";
+#                   figure2: "edac_bc_pretrain" selects its EDAC+BC runs)
 #   BENCH_TOTAL     updates per run, pretraining included (default per profile/script)
 #   BENCH_PRETRAIN  pretraining updates of the pretrained runs (default per profile/script), or auto
 #                   (--pretrain-steps auto: each run pretrains until its validation losses converge;
@@ -81,6 +84,8 @@ case "$profile" in
     seeds="${BENCH_SEEDS:-1 2 3}"
     scripts="td3bc_pretrain edac_pretrain"
     common=""
+    remedy=edac_bc_pretrain  # pretrained only, BENCH_REMEDY_SEEDS; summarized against EDAC's scratch runs
+    remedy_seeds="${BENCH_REMEDY_SEEDS:-1 2}"
     ;;
   adroit)
     datasets="${BENCH_DATASETS:-pen-human door-human hammer-human relocate-human pen-cloned door-cloned hammer-cloned relocate-cloned}"
@@ -102,14 +107,20 @@ case "$profile" in
     exit 2
     ;;
 esac
+remedy="${remedy:-}"
 if [ -n "${BENCH_SCRIPTS:-}" ]; then
-  for script in $BENCH_SCRIPTS; do
-    if ! grep -qw -- "${script%.py}" <<<"$scripts"; then
-      echo "BENCH_SCRIPTS: '$script' is not in the $profile profile (it runs: $scripts)" >&2
+  chosen="" chosen_remedy=""
+  for script in ${BENCH_SCRIPTS//.py/}; do
+    if grep -qw -- "$script" <<<"$scripts"; then
+      chosen="$chosen $script"
+    elif [ -n "$remedy" ] && [ "$script" = "$remedy" ]; then
+      chosen_remedy="$remedy"
+    else
+      echo "BENCH_SCRIPTS: '$script' is not in the $profile profile (it runs: $scripts${remedy:+ $remedy})" >&2
       exit 2
     fi
   done
-  scripts="${BENCH_SCRIPTS//.py/}"
+  scripts="${chosen# }" remedy="$chosen_remedy"
 fi
 for var in BENCH_TOTAL BENCH_PRETRAIN; do
   if [ -n "${!var:-}" ] && ! [[ "${!var}" =~ ^[0-9]+$ ]] && ! [ "$var:${!var}" = BENCH_PRETRAIN:auto ]; then
@@ -133,7 +144,7 @@ extra_flags() {  # script
   case "$profile:$1" in
     quick:edac_pretrain) echo "--num-critics 10" ;;
     figure2:td3bc_pretrain) echo "--eval-freq 5000" ;;
-    figure2:edac_pretrain) echo "--num-critics 10 --eval-freq 2000" ;;
+    figure2:edac_pretrain | figure2:edac_bc_pretrain) echo "--num-critics 10 --eval-freq 2000" ;;
   esac
 }
 total_steps() {  # script
@@ -141,7 +152,7 @@ total_steps() {  # script
   case "$profile:$1" in
     paper:*) echo 1000000 ;;
     figure2:td3bc_pretrain) echo 300000 ;;
-    figure2:edac_pretrain) echo 60000 ;;
+    figure2:edac_pretrain | figure2:edac_bc_pretrain) echo 60000 ;;
     adroit:*) echo 300000 ;;
     quick:td3bc_pretrain) echo 20000 ;;
     quick:edac_pretrain) echo 5000 ;;
@@ -152,7 +163,7 @@ pretrain_steps() {  # script
   case "$profile:$1" in
     paper:*) echo 50000 ;;
     figure2:td3bc_pretrain) echo 50000 ;;
-    figure2:edac_pretrain) echo 20000 ;;
+    figure2:edac_pretrain | figure2:edac_bc_pretrain) echo 20000 ;;
     adroit:*) echo 200000 ;;
     quick:td3bc_pretrain) echo 5000 ;;
     quick:edac_pretrain) echo 2500 ;;
@@ -229,19 +240,28 @@ fi
 
 # The grid, in a fixed order: run i of a SLURM array is names[i] here too.
 names=() run_scripts=() run_flags=() run_totals=()
+add_run() {  # dataset script seed variant
+  local steps total
+  steps=$(pretrain_steps "$2")
+  [ "$4" = scratch ] && steps=0
+  total=$(total_steps "$2")
+  names+=("${1//\//-}__${2}__${4}__${3}")
+  run_scripts+=("$2")
+  run_totals+=("$total")
+  run_flags+=("--env-id $1 --seed $3 $common $(extra_flags "$2") ${total:+--total-timesteps $total} ${steps:+--pretrain-steps $steps} --save-model ${BENCH_FLAGS:-}")
+}
 for dataset in $datasets; do
   for script in $scripts; do
     for seed in $seeds; do
       for variant in pretrained scratch; do
-        steps=$(pretrain_steps "$script")
-        [ "$variant" = scratch ] && steps=0
-        total=$(total_steps "$script")
-        names+=("${dataset//\//-}__${script}__${variant}__${seed}")
-        run_scripts+=("$script")
-        run_totals+=("$total")
-        run_flags+=("--env-id $dataset --seed $seed $common $(extra_flags "$script") ${total:+--total-timesteps $total} ${steps:+--pretrain-steps $steps} --save-model ${BENCH_FLAGS:-}")
+        add_run "$dataset" "$script" "$seed" "$variant"
       done
     done
+  done
+done
+for dataset in ${remedy:+$datasets}; do  # figure2: the remedy where the paper's EDAC does not carry over
+  for seed in $remedy_seeds; do
+    add_run "$dataset" "$remedy" "$seed" pretrained
   done
 done
 count=${#names[@]}
@@ -322,7 +342,7 @@ if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
   echo "speed probe (a short finetuning run of each script on each dataset):"
   total_s=0
   for dataset in $datasets; do
-    for script in $scripts; do
+    for script in $scripts $remedy; do
       ups=$(probe_speed "$script" "$dataset")
       if [ -z "$ups" ]; then
         echo "  $script on $dataset: probe failed (try: python $script.py --env-id $dataset --total-timesteps 30)"
@@ -330,6 +350,7 @@ if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
         break 2
       fi
       runs_here=$(( $(wc -w <<<"$seeds") * 2 ))
+      [ "$script" = "$remedy" ] && runs_here=$(wc -w <<<"$remedy_seeds")
       secs=$(python -c "print(round($runs_here * $(total_steps "$script") / $ups))")
       echo "  $script on $dataset: $ups updates/s -> $runs_here runs x $(total_steps "$script") updates = ${secs} s"
       total_s=$((total_s + secs))

@@ -29,6 +29,7 @@ def write_run(root, name, pretrain_steps, seed, scores, walls, window=(200, 300)
         f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
         for i, (score, wall) in enumerate(zip(scores, walls)):
             f.write(f"{100 * (i + 1)},finetune,{wall},{wall},1,{score},0,{score},0\n")
+    open(os.path.join(run_dir, "summary.csv"), "w").write(f"final_update\n{100 * len(scores)}\n")  # finished
 
 
 @pytest.fixture
@@ -121,15 +122,23 @@ def test_adroit_and_paper_profiles_and_usage():
 
 def test_figure2_profile_budgets():
     """36 runs: 3 datasets x 2 scripts x 3 seeds x {pretrained, scratch}, TD3+BC 300k (50k pretraining), EDAC
-    N=10 60k (20k pretraining)."""
+    N=10 60k (20k pretraining); then 6 EDAC+BC runs, pretrained, seeds 1 2, EDAC's budget."""
     res = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
-    assert len(lines) == 36
+    assert len(lines) == 42
     td3, edac = [x for x in lines if "td3bc_pretrain.py" in x], [x for x in lines if "edac_pretrain.py" in x]
-    assert len(td3) == len(edac) == 18
+    remedy = [x for x in lines if "edac_bc_pretrain.py" in x]
+    assert len(td3) == len(edac) == 18 and len(remedy) == 6 and lines[36:] == remedy
     assert all("--total-timesteps 300000" in x and "--eval-freq 5000" in x for x in td3)
-    assert all("--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000" in x for x in edac)
+    assert all("--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000" in x for x in edac + remedy)
     assert sum("--pretrain-steps 50000" in x for x in td3) == sum("--pretrain-steps 20000" in x for x in edac) == 9
+    assert all("--pretrain-steps 20000" in x for x in remedy) and sum("--seed 2 " in x for x in remedy) == 3
+    only = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain",
+                                              "BENCH_REMEDY_SEEDS": "5", "BENCH_DATASETS": "hopper-medium"})  # fmt: skip
+    lines = [line for line in only.stdout.splitlines() if line.startswith("would run:")]
+    assert len(lines) == 1 and "edac_bc_pretrain.py --env-id hopper-medium --seed 5 " in lines[0]
+    res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain"})
+    assert res.returncode == 2 and "'edac_bc_pretrain' is not in the paper profile" in res.stderr
 
 
 def test_scripts_total_and_pretrain_overrides():

@@ -27,6 +27,8 @@ def write_run(root, dataset, algorithm, pretrained, seed, scores, walls=None, fi
         with open(os.path.join(run_dir, "final_returns.csv"), "w") as f:
             f.write("episode,seed,return,normalized\n")
             f.writelines(f"{i},{2_000_000 + i},{s},{s}\n" for i, s in enumerate(final_episodes))
+    open(os.path.join(run_dir, "summary.csv"), "w").write(f"final_update\n{100 * len(scores)}\n")  # finished
+    return run_dir
 
 
 def groups_of(root):
@@ -91,7 +93,8 @@ def test_no_ratio_where_scratch_still_climbs(tmp_path):
     row = summarize.reach(groups)[("a/x-v0", "algo")]
     assert not row["scratch_plateaued"] and row["update_ratio_0.9"] is None
     assert row["pretrained_0.9"]["updates"] == 200.0  # reached, but no ratio against a climbing scratch
-    assert "scratch has not plateaued at this budget" in summarize.figure2_markdown(groups, summarize.reach(groups), {})
+    table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
+    assert "no verdict: scratch has not plateaued at this budget" in table
 
 
 def test_missing_seed_is_reported_and_final_episodes_score_the_run(tmp_path):
@@ -120,3 +123,62 @@ def test_figure2_command_writes_the_figures(tmp_path):
     table = open(tmp_path / "out" / "summary.md").read()
     assert "td3bc_pretrain, final score over 2 datasets x 2 seeds, IQM [95% CI]: pretrained 40.0" in table
     assert "P(pretrained > scratch)" in table
+
+
+def test_claim_verdict_per_panel(tmp_path):
+    """The paper's claim (< 1/2 of the updates and wall-clock to 90% of scratch's final) per panel: holds where
+    pretrained gets there in 250/600 updates; not where it needs 500/600; not where a pretrained seed never does."""
+    scratch = [0, 10, 20, 30, 35, 39, 40, 40, 40, 40, 40, 40]  # 90% of 40 = 36, first at update 600
+    for d, pretrained in (("a/x-v0", [10, 36] + [38] * 10), ("b/x-v0", [10, 20, 30, 30, 37] + [38] * 7),
+                          ("c/x-v0", [10] * 12)):  # fmt: skip
+        write_run(tmp_path, d, "algo", False, 1, scratch)
+        write_run(tmp_path, d, "algo", True, 1, pretrained)
+    groups = groups_of(tmp_path)
+    rows = summarize.reach(groups)
+    assert summarize.claim(rows[("a/x-v0", "algo")]) == "holds: 0.33 of the updates, 0.33 of the wall-clock"
+    assert summarize.claim(rows[("b/x-v0", "algo")]) == "does not hold: 0.83 of the updates, 0.83 of the wall-clock"
+    assert summarize.claim(rows[("c/x-v0", "algo")]) == "does not hold: 1 of 1 pretrained seeds never reach 90%"
+    table = summarize.figure2_markdown(groups, rows, {})
+    assert table.count("| holds: ") == 1 and table.count("| does not hold: ") == 2
+
+
+def test_unfinished_runs_are_left_out_and_named(tmp_path, capsys):
+    """A run without summary.csv (still running, or stopped without a checkpoint) is not summarized: its last
+    evaluation is not a final score; the command names it."""
+    write_run(tmp_path, "a/x-v0", "algo", False, 1, [0, 40, 40, 40])
+    write_run(tmp_path, "a/x-v0", "algo", True, 1, [40, 40, 40, 40])
+    partial = write_run(tmp_path, "a/x-v0", "algo", True, 2, [0])
+    os.remove(os.path.join(partial, "summary.csv"))
+    assert [r["seed"] for r in summarize.load_runs(tmp_path)] == [1, 1]
+    assert summarize.in_progress(tmp_path) == [partial]
+    summarize.main([str(tmp_path), "--no-plots"])
+    assert f"not finished, left out (1): {os.path.basename(partial)}" in capsys.readouterr().out
+
+
+def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_path):
+    """The figure2 profile's EDAC+BC runs (pretrained only) are summarized against edac_pretrain's scratch runs:
+    reach row, rliable aggregate (2 hybrid seeds vs 3 scratch seeds), drawn in EDAC's row, no missing seed 3."""
+    for d in ("a/x-v0", "b/x-v0"):
+        for seed in (1, 2, 3):
+            write_run(tmp_path / "runs", d, "edac_pretrain", True, seed, [0, 0, 0, 0])
+            write_run(tmp_path / "runs", d, "edac_pretrain", False, seed, [0, 20, 40, 40, 40, 40])
+        for seed in (1, 2):
+            write_run(tmp_path / "runs", d, "edac_bc_pretrain", True, seed, [40, 45, 45, 45, 45, 45])
+    groups = groups_of(tmp_path / "runs")
+    scratch = groups[("a/x-v0", "edac_bc_pretrain", False)]
+    assert [r["algorithm"] for r in scratch] == ["edac_pretrain"] * 3
+    assert summarize.borrowed(groups, "a/x-v0", "edac_bc_pretrain") and not summarize.borrowed(
+        groups, "a/x-v0", "edac_pretrain"
+    )
+    row = summarize.reach(groups)[("a/x-v0", "edac_bc_pretrain")]
+    assert row["pretrained_0.9"] == {"seeds": 2, "reached": 2, "updates": 100.0, "wall_s": 10.0}
+    assert row["update_ratio_0.9"] == pytest.approx(100 / 300)
+    assert summarize.missing_seeds(groups) == {}
+    out = summarize.rliable_summary(groups, reps=100)["edac_bc_pretrain"]["final"]
+    assert out["pretrained"][0] == 45 and out["scratch"][0] == 40 and out["P(pretrained > scratch)"][0] == 1
+    assert out["seeds"] == 2
+    table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
+    assert "| a/x-v0 | edac_bc_pretrain (scratch: edac_pretrain's) | 45.0 ± 0.0 (2) / 40.0 ± 0.0 (3) |" in table
+    os.makedirs(tmp_path / "out")
+    paths = summarize.plot_figure2(groups, str(tmp_path / "out"))
+    assert len(paths) == 3 and all(os.path.getsize(p) > 5000 for p in paths)

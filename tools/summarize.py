@@ -41,8 +41,8 @@ def load_runs(root, window=None):
     for config_path in sorted(glob.glob(os.path.join(root, "**", "config.json"), recursive=True)):
         run_dir = os.path.dirname(config_path)
         csv_path = os.path.join(run_dir, "eval.csv")
-        if not os.path.exists(csv_path):
-            continue
+        if not os.path.exists(csv_path) or not os.path.exists(os.path.join(run_dir, "summary.csv")):
+            continue  # not finished (see in_progress)
         with open(config_path) as f:
             config = json.load(f)
         with open(csv_path) as f:
@@ -76,11 +76,32 @@ def load_runs(root, window=None):
     return runs
 
 
+def in_progress(root):
+    """Run directories under root that have started (config.json) but not finished (no summary.csv)."""
+    configs = glob.glob(os.path.join(root, "**", "config.json"), recursive=True)
+    dirs = [os.path.dirname(c) for c in configs]
+    return sorted(d for d in dirs if not os.path.exists(os.path.join(d, "summary.csv")))
+
+
+BASE = {"edac_bc_pretrain": "edac_pretrain", "td3bc_cql_pretrain": "td3bc_pretrain"}  # a hybrid, the script it extends
+
+
 def group(runs):
+    """{(dataset, algorithm, pretrained): runs}. A hybrid with pretrained runs only on a dataset (the figure2
+    profile's EDAC+BC) is compared with its base script's scratch runs there: they fill its scratch group."""
     groups = defaultdict(list)
     for run in runs:
         groups[(run["dataset"], run["algorithm"], run["pretrained"])].append(run)
+    for dataset, algorithm, pretrained in list(groups):
+        base = (dataset, BASE.get(algorithm), False)
+        if pretrained and (dataset, algorithm, False) not in groups and base in groups:
+            groups[(dataset, algorithm, False)] = groups[base]
     return groups
+
+
+def borrowed(groups, dataset, algorithm):
+    """Whether the scratch runs of (dataset, algorithm) are its base script's (see group)."""
+    return any(r["algorithm"] != algorithm for r in groups.get((dataset, algorithm, False), []))
 
 
 def mean_curve(runs):
@@ -366,21 +387,38 @@ def rliable_summary(groups, reps=2000, seed=0):
 
 def missing_seeds(groups):
     """{(dataset, algorithm, pretrained): [seeds missing]} against the seeds that any run of the grid has."""
-    everyone = {r["seed"] for runs in groups.values() for r in runs}
     panels = {(d, a) for d, a, _ in groups}
     out = {}
     for d, a in sorted(panels):
+        everyone = {r["seed"] for (_, b, _), runs in groups.items() for r in runs if b == a == r["algorithm"]}
         for p in (True, False):
+            if not p and borrowed(groups, d, a):
+                continue
             have = {r["seed"] for r in groups.get((d, a, p), [])}
             if everyone - have:
                 out[(d, a, p)] = sorted(everyone - have)
     return out
 
 
+def claim(row, f=0.9):
+    """The paper's claim on one panel: pretrained runs reach scratch's asymptote (here f x its final score) in less
+    than half of scratch's updates and wall-clock, pretraining counted; every pretrained seed must reach it."""
+    p, u, w = row[f"pretrained_{f}"], row[f"update_ratio_{f}"], row[f"wall_ratio_{f}"]
+    if not row["scratch_plateaued"]:
+        return "no verdict: scratch has not plateaued at this budget"
+    if p["reached"] < p["seeds"]:
+        return f"does not hold: {p['seeds'] - p['reached']} of {p['seeds']} pretrained seeds never reach {f:.0%}"
+    if u is None or w is None:
+        return "no verdict: scratch never reached its own threshold"
+    verdict = "holds" if u < 0.5 and w < 0.5 else "does not hold"
+    return f"{verdict}: {u:.2f} of the updates, {w:.2f} of the wall-clock"
+
+
 def figure2_markdown(groups, reached, aggregate):
     lines = ["| dataset | algorithm | final: pretrained / scratch (seeds) | 90% of scratch: updates (seeds), "
-             "ratio | wall-clock s, ratio | 95%: updates (seeds), ratio | wall-clock s, ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+             "ratio | wall-clock s, ratio | 95%: updates (seeds), ratio | wall-clock s, ratio | the paper's claim "
+             "(< 1/2 of the updates and wall-clock to 90%) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
 
     def cell(v, ratio, fmt):
         if v["updates"] is None:
@@ -397,9 +435,9 @@ def figure2_markdown(groups, reached, aggregate):
             u, ur = cell(v, row[f"update_ratio_{f}"], lambda v: f"{v['updates']:.0f}")
             w, wr = cell(v, row[f"wall_ratio_{f}"], lambda v: f"{v['wall_s']:.0f}")
             cells += [f"{u}, {ur}", f"{w.split(' (')[0]}, {wr}"]
-        lines.append(f"| {dataset} | {algorithm} | {finals[0]} / {finals[1]} | " + " | ".join(cells) + " |")
-        if not row["scratch_plateaued"]:
-            lines.append("| | | scratch has not plateaued at this budget: no ratio | | | | |")
+        name = f"{algorithm} (scratch: {BASE[algorithm]}'s)" if borrowed(groups, dataset, algorithm) else algorithm
+        cells.append(claim(row))
+        lines.append(f"| {dataset} | {name} | {finals[0]} / {finals[1]} | " + " | ".join(cells) + " |")
     for key, seeds in missing_seeds(groups).items():
         lines.append(f"\nmissing: {key[0]} {key[1]} {'pretrained' if key[2] else 'scratch'}, seed(s) "
                      + ", ".join(map(str, seeds)))  # fmt: skip
@@ -421,8 +459,11 @@ def plot_figure2(groups, out_dir):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    algorithms = sorted({a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a))  # TD3+BC on top
     datasets = sorted({d for d, _, _ in groups})
+    algorithms = sorted({a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a))  # TD3+BC on top
+    # a hybrid compared with its base's scratch runs is drawn in its base's row
+    hybrids = {BASE[a]: a for a in algorithms if any(borrowed(groups, d, a) for d in datasets)}
+    algorithms = [a for a in algorithms if a not in hybrids.values()]
     paths = []
     for axis, name in ((0, "updates"), (1, "wall")):
         fig, axes = plt.subplots(len(algorithms), len(datasets), figsize=(4 * len(datasets), 3.2 * len(algorithms)),
@@ -430,15 +471,18 @@ def plot_figure2(groups, out_dir):
         for i, algorithm in enumerate(algorithms):
             for j, dataset in enumerate(datasets):
                 ax = axes[i, j]
-                for pretrained, color in ((True, "tab:blue"), (False, "tab:orange")):
-                    runs = groups.get((dataset, algorithm, pretrained))
+                curves = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
+                if algorithm in hybrids:
+                    curves.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
+                for algo, pretrained, color, label in curves:
+                    runs = groups.get((dataset, algo, pretrained))
                     if not runs:
                         continue
                     updates, _, _, wall = mean_curve(runs)
                     common = [[r["score"][list(r["update"]).index(u)] for u in updates] for r in runs]
                     mean, half = t_interval(common)
                     x = updates if axis == 0 else wall
-                    label = f"{'pretrained' if pretrained else 'scratch'} ({len(runs)} seeds)"
+                    label = f"{label} ({len(runs)} seeds)"
                     ax.plot(x, mean, color=color, label=label)
                     ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
                 ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
@@ -452,14 +496,17 @@ def plot_figure2(groups, out_dir):
 
     fig, axes = plt.subplots(1, len(algorithms), figsize=(5 * len(algorithms), 3.4), squeeze=False)
     for ax, algorithm in zip(axes[0], algorithms):
-        for pretrained, color in ((True, "tab:blue"), (False, "tab:orange")):
-            runs = [r for (d, a, p), rs in groups.items() if a == algorithm and p == pretrained for r in rs]
+        curves = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
+        if algorithm in hybrids:
+            curves.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
+        for algo, pretrained, color, label in curves:
+            runs = [r for (d, a, p), rs in groups.items() if a == algo and p == pretrained for r in rs]
             if not runs:
                 continue
             common = sorted(set.intersection(*(set(r["update"].tolist()) for r in runs)))
             iqm = [metrics.aggregate_iqm(np.array([[r["score"][list(r["update"]).index(u)]] for r in runs]))
                    for u in common]  # fmt: skip
-            ax.plot(common, iqm, color=color, label=f"{'pretrained' if pretrained else 'scratch'} ({len(runs)} runs)")
+            ax.plot(common, iqm, color=color, label=f"{label} ({len(runs)} runs)")
         ax.set_title(f"{algorithm}: IQM over datasets and seeds", fontsize=9)
         ax.set_xlabel("updates (pretraining included)")
         ax.grid(alpha=0.3)
@@ -497,9 +544,11 @@ def main(argv=None):
         parser.error(f"--allow-dips must be >= 0 (got {args.allow_dips})")
     if args.window and not 0 <= args.window[0] <= args.window[1]:
         parser.error(f"--window needs 0 <= START <= END (got {args.window[0]} {args.window[1]})")
-    runs = load_runs(args.root, args.window)
+    runs, unfinished = load_runs(args.root, args.window), in_progress(args.root)
+    if unfinished:
+        print(f"not finished, left out ({len(unfinished)}): " + ", ".join(os.path.basename(d) for d in unfinished))
     if not runs:
-        raise SystemExit(f"error: no finished runs (config.json + eval.csv) under {args.root}")
+        raise SystemExit(f"error: no finished runs (config.json, eval.csv and summary.csv) under {args.root}")
     groups = group(runs)
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
     if args.figure2:
