@@ -9,7 +9,7 @@
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
 #          figure2 Figure 2 at the budget a 2-core CPU affords: hopper/halfcheetah/walker2d medium, TD3+BC
-#                 300k updates (50k pretraining, evaluation every 5k) and EDAC N=10 60k updates (20k
+#                 300k updates (50k pretraining, evaluation every 5k) and EDAC N=10 --bf16 60k updates (20k
 #                 pretraining, evaluation every 2k), pretrained vs scratch, 3 seeds, 100 final episodes;
 #                 then EDAC+BC (edac_bc_pretrain.py, same budget) pretrained, seeds BENCH_REMEDY_SEEDS
 #                 (default "1 2"), summarized against EDAC's scratch runs: 42 runs
@@ -144,7 +144,7 @@ extra_flags() {  # script
   case "$profile:$1" in
     quick:edac_pretrain) echo "--num-critics 10" ;;
     figure2:td3bc_pretrain) echo "--eval-freq 5000" ;;
-    figure2:edac_pretrain | figure2:edac_bc_pretrain) echo "--num-critics 10 --eval-freq 2000" ;;
+    figure2:edac_pretrain | figure2:edac_bc_pretrain) echo "--num-critics 10 --eval-freq 2000 --bf16" ;;
   esac
 }
 total_steps() {  # script

@@ -130,7 +130,9 @@ def test_figure2_profile_budgets():
     remedy = [x for x in lines if "edac_bc_pretrain.py" in x]
     assert len(td3) == len(edac) == 18 and len(remedy) == 6 and lines[36:] == remedy
     assert all("--total-timesteps 300000" in x and "--eval-freq 5000" in x for x in td3)
-    assert all("--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000" in x for x in edac + remedy)
+    assert all(
+        "--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000 --bf16" in x for x in edac + remedy
+    )
     assert sum("--pretrain-steps 50000" in x for x in td3) == sum("--pretrain-steps 20000" in x for x in edac) == 9
     assert all("--pretrain-steps 20000" in x for x in remedy) and sum("--seed 2 " in x for x in remedy) == 3
     only = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain",
