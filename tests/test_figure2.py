@@ -120,6 +120,9 @@ def test_figure2_command_writes_the_figures(tmp_path):
     summarize.main([str(root), "--out", str(tmp_path / "out"), "--figure2", "--reps", "100"])
     for name in ("figure2_updates.png", "figure2_wall.png", "figure2_iqm.png"):
         assert os.path.getsize(tmp_path / "out" / name) > 5000, name
+    rows = open(tmp_path / "out" / "figure2_table.md").read().splitlines()[2:]
+    assert [r.split(" | ")[:2] for r in rows] == [["| " + d, a] for a in ("td3bc_pretrain", "edac_pretrain")
+                                                  for d in ("a/x-v0", "b/x-v0")]  # fmt: skip
     table = open(tmp_path / "out" / "summary.md").read()
     assert "td3bc_pretrain, final score over 2 datasets x 2 seeds, IQM [95% CI]: pretrained 40.0" in table
     assert "P(pretrained > scratch)" in table
@@ -140,6 +143,13 @@ def test_claim_verdict_per_panel(tmp_path):
     assert summarize.claim(rows[("c/x-v0", "algo")]) == "does not hold: 1 of 1 pretrained seeds never reach 90%"
     table = summarize.figure2_markdown(groups, rows, {})
     assert table.count("| holds: ") == 1 and table.count("| does not hold: ") == 2
+    short = summarize.readme_table(groups, rows).splitlines()
+    assert short[2] == "| a/x-v0 | algo | 38.0 / 40.0 | 1 / 1 | 0.33 | 0.33 | holds |"
+    assert short[3] == "| b/x-v0 | algo | 38.0 / 40.0 | 1 / 1 | 0.83 | 0.83 | does not hold |"
+    assert (
+        short[4]
+        == "| c/x-v0 | algo | 10.0 / 40.0 | 1 / 1 | n/a | n/a | does not hold: 1 of 1 pretrained seeds never reach 90% |"
+    )
 
 
 def test_unfinished_runs_are_left_out_and_named(tmp_path, capsys):
@@ -182,3 +192,7 @@ def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_
     os.makedirs(tmp_path / "out")
     paths = summarize.plot_figure2(groups, str(tmp_path / "out"))
     assert len(paths) == 3 and all(os.path.getsize(p) > 5000 for p in paths)
+    short = summarize.readme_table(groups, summarize.reach(groups)).splitlines()
+    assert [line.split(" | ")[1] for line in short[2:]] == ["edac_pretrain"] * 2 + [
+        "edac_bc_pretrain vs edac_pretrain"
+    ] * 2

@@ -451,6 +451,21 @@ def figure2_markdown(groups, reached, aggregate):
     return "\n".join(lines)
 
 
+def readme_table(groups, reached):
+    """figure2_table.md: one line per panel (final scores, the 90% ratios, the verdict), for README."""
+    lines = ["| dataset | algorithm | final: pretrained / scratch | seeds | updates to 90%: ratio | wall-clock: ratio "
+             "| the paper's claim (< 1/2) |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    order = lambda k: (k[0][1] in BASE, not k[0][1].startswith("td3bc"), k[0][1], k[0][0])  # noqa: E731
+    for (dataset, algorithm), row in sorted(reached.items(), key=order):  # TD3+BC, EDAC, then the hybrids
+        p, sc = groups[(dataset, algorithm, True)], groups[(dataset, algorithm, False)]
+        final = " / ".join(f"{np.mean([r['final'] for r in v]):.1f}" for v in (p, sc))
+        name = f"{algorithm} vs {BASE[algorithm]}" if borrowed(groups, dataset, algorithm) else algorithm
+        ratios = [f"{row[k]:.2f}" if row[k] is not None else "n/a" for k in ("update_ratio_0.9", "wall_ratio_0.9")]
+        verdict = claim(row).split(":")[0] if "of the updates" in claim(row) else claim(row)
+        lines.append(f"| {dataset} | {name} | {final} | {len(p)} / {len(sc)} | {ratios[0]} | {ratios[1]} | {verdict} |")
+    return "\n".join(lines)
+
+
 def plot_figure2(groups, out_dir):
     """figure2_updates.png and figure2_wall.png: rows the algorithms, columns the datasets, pretrained and
     scratch seed means with 95% t-intervals; figure2_iqm.png: the IQM over datasets and seeds per update."""
@@ -558,6 +573,9 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
+        if args.figure2:
+            with open(os.path.join(args.out, "figure2_table.md"), "w") as f:
+                f.write(readme_table(groups, reach(groups)) + "\n")
         if not args.no_plots:
             paths = plot(groups, args.out) + (plot_together(groups, args.out) if args.together else [])
             for path in paths + (plot_figure2(groups, args.out) if args.figure2 else []):
