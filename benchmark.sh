@@ -5,6 +5,7 @@
 #   BENCH_LAUNCHER=slurm bash benchmark.sh PROFILE [--dry-run]
 #                                                  submit the grid as one SLURM array job
 #   bash benchmark.sh summarize BENCH_OUT           table, plots, Figure 2 and rliable aggregates of a grid
+#                                                  (reach: where a curve stays above, one evaluation's dip allowed)
 #
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
@@ -58,7 +59,7 @@ case "${1:-}" in
   summarize)
     [ -n "${2:-}" ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT" >&2; exit 2; }
     [ -d "$2/runs" ] || { echo "summarize: no runs/ folder in '$2' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
-    exec python tools/summarize.py "$2/runs" --out "$2" --figure2
+    exec python tools/summarize.py "$2/runs" --out "$2" --figure2 --allow-dips 1
     ;;
   *) profile="$1"; shift ;;
 esac
@@ -384,4 +385,4 @@ for i in "${!names[@]}"; do
 done
 [ "$dry_run" = 1 ] && exit 0
 wait
-python tools/summarize.py "$out/runs" --out "$out" --figure2
+python tools/summarize.py "$out/runs" --out "$out" --figure2 --allow-dips 1

@@ -196,3 +196,19 @@ def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_
     assert [line.split(" | ")[1] for line in short[2:]] == ["edac_pretrain"] * 2 + [
         "edac_bc_pretrain vs edac_pretrain"
     ] * 2
+
+
+def test_reach_is_where_the_curve_stays_not_a_first_touch(tmp_path):
+    """A BC actor that touches the threshold (36) at its first evaluation and falls back does not count: the reach
+    is the update from which the curve stays at or above it (800), or with one dip allowed (500); the first touch
+    (100) is reported beside it. Scratch gets there at 600 either way."""
+    write_run(tmp_path, "a/x-v0", "algo", False, 1, [0, 10, 20, 30, 35, 39, 40, 40, 40, 40, 40, 40])
+    write_run(tmp_path, "a/x-v0", "algo", True, 1, [40, 10, 10, 10, 38, 39, 30, 40, 40, 40, 40, 40])
+    groups = groups_of(tmp_path)
+    strict, lenient = (summarize.reach(groups, dips=k)[("a/x-v0", "algo")] for k in (0, 1))
+    assert strict["pretrained_0.9"]["updates"] == 800 and strict["update_ratio_0.9"] == pytest.approx(800 / 600)
+    assert lenient["pretrained_0.9"]["updates"] == 500 and lenient["update_ratio_0.9"] == pytest.approx(500 / 600)
+    assert strict["first_pretrained_0.9"]["updates"] == lenient["first_pretrained_0.9"]["updates"] == 100
+    assert summarize.claim(strict).startswith("does not hold: 1.33 of the updates")
+    table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
+    assert "| 100 (1/1), 0.17 |" in table and "(0 evaluation(s) below it allowed)" in table
