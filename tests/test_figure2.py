@@ -188,13 +188,13 @@ def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_
     assert out["pretrained"][0] == 45 and out["scratch"][0] == 40 and out["P(pretrained > scratch)"][0] == 1
     assert out["seeds"] == 2
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
-    assert "| a/x-v0 | edac_bc_pretrain (scratch: edac_pretrain's) | 45.0 ± 0.0 (2) / 40.0 ± 0.0 (3) |" in table
+    assert "| a/x-v0 | edac_bc_pretrain vs edac_pretrain's scratch | 45.0 ± 0.0 (2) / 40.0 ± 0.0 (3) |" in table
     os.makedirs(tmp_path / "out")
     paths = summarize.plot_figure2(groups, str(tmp_path / "out"))
     assert len(paths) == 3 and all(os.path.getsize(p) > 5000 for p in paths)
     short = summarize.readme_table(groups, summarize.reach(groups)).splitlines()
     assert [line.split(" | ")[1] for line in short[2:]] == ["edac_pretrain"] * 2 + [
-        "edac_bc_pretrain vs edac_pretrain"
+        "edac_bc_pretrain vs edac_pretrain's scratch"
     ] * 2
 
 

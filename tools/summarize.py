@@ -105,6 +105,10 @@ def borrowed(groups, dataset, algorithm):
     return any(r["algorithm"] != algorithm for r in groups.get((dataset, algorithm, False), []))
 
 
+def panel_name(groups, dataset, algorithm):
+    return f"{algorithm} vs {BASE[algorithm]}'s scratch" if borrowed(groups, dataset, algorithm) else algorithm
+
+
 def mean_curve(runs):
     """Seed-mean score and wall-clock over the updates that every run evaluated."""
     common = sorted(set.intersection(*(set(r["update"].tolist()) for r in runs)))
@@ -446,9 +450,12 @@ def figure2_markdown(groups, reached, aggregate):
             cells += [f"{u}, {ur}", f"{w.split(' (')[0]}, {wr}"]
         u, ur = cell(row["first_pretrained_0.9"], row["first_update_ratio_0.9"], lambda v: f"{v['updates']:.0f}")
         cells.append(f"{u}, {ur}")
-        name = f"{algorithm} (scratch: {BASE[algorithm]}'s)" if borrowed(groups, dataset, algorithm) else algorithm
         cells.append(claim(row))
-        lines.append(f"| {dataset} | {name} | {finals[0]} / {finals[1]} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {dataset} | {panel_name(groups, dataset, algorithm)} | {finals[0]} / {finals[1]} | "
+            + " | ".join(cells)
+            + " |"
+        )
     for key, seeds in missing_seeds(groups).items():
         lines.append(f"\nmissing: {key[0]} {key[1]} {'pretrained' if key[2] else 'scratch'}, seed(s) "
                      + ", ".join(map(str, seeds)))  # fmt: skip
@@ -470,10 +477,11 @@ def readme_table(groups, reached):
     for (dataset, algorithm), row in sorted(reached.items(), key=order):  # TD3+BC, EDAC, then the hybrids
         p, sc = groups[(dataset, algorithm, True)], groups[(dataset, algorithm, False)]
         final = " / ".join(f"{np.mean([r['final'] for r in v]):.1f}" for v in (p, sc))
-        name = f"{algorithm} vs {BASE[algorithm]}" if borrowed(groups, dataset, algorithm) else algorithm
         ratios = [f"{row[k]:.2f}" if row[k] is not None else "n/a" for k in ("update_ratio_0.9", "wall_ratio_0.9")]
-        verdict = claim(row).split(":")[0] if "of the updates" in claim(row) else claim(row)
-        lines.append(f"| {dataset} | {name} | {final} | {len(p)} / {len(sc)} | {ratios[0]} | {ratios[1]} | {verdict} |")
+        verdict = claim(row)
+        verdict = verdict.split(":")[0] if "of the updates" in verdict else verdict
+        name, seeds = panel_name(groups, dataset, algorithm), f"{len(p)} / {len(sc)}"
+        lines.append(f"| {dataset} | {name} | {final} | {seeds} | {ratios[0]} | {ratios[1]} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -490,6 +498,13 @@ def plot_figure2(groups, out_dir):
     # a hybrid compared with its base's scratch runs is drawn in its base's row
     hybrids = {BASE[a]: a for a in algorithms if any(borrowed(groups, d, a) for d in datasets)}
     algorithms = [a for a in algorithms if a not in hybrids.values()]
+
+    def curves(algorithm):  # (algorithm, pretrained, color, label) of a row
+        out = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
+        if algorithm in hybrids:
+            out.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
+        return out
+
     paths = []
     for axis, name in ((0, "updates"), (1, "wall")):
         fig, axes = plt.subplots(len(algorithms), len(datasets), figsize=(4 * len(datasets), 3.2 * len(algorithms)),
@@ -497,10 +512,7 @@ def plot_figure2(groups, out_dir):
         for i, algorithm in enumerate(algorithms):
             for j, dataset in enumerate(datasets):
                 ax = axes[i, j]
-                curves = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
-                if algorithm in hybrids:
-                    curves.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
-                for algo, pretrained, color, label in curves:
+                for algo, pretrained, color, label in curves(algorithm):
                     runs = groups.get((dataset, algo, pretrained))
                     if not runs:
                         continue
@@ -522,10 +534,7 @@ def plot_figure2(groups, out_dir):
 
     fig, axes = plt.subplots(1, len(algorithms), figsize=(5 * len(algorithms), 3.4), squeeze=False)
     for ax, algorithm in zip(axes[0], algorithms):
-        curves = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
-        if algorithm in hybrids:
-            curves.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
-        for algo, pretrained, color, label in curves:
+        for algo, pretrained, color, label in curves(algorithm):
             runs = [r for (d, a, p), rs in groups.items() if a == algo and p == pretrained for r in rs]
             if not runs:
                 continue
@@ -578,9 +587,8 @@ def main(argv=None):
     groups = group(runs)
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
     if args.figure2:
-        table += "\n\n" + figure2_markdown(
-            groups, reach(groups, dips=args.allow_dips), rliable_summary(groups, args.reps)
-        )
+        reached = reach(groups, dips=args.allow_dips)
+        table += "\n\n" + figure2_markdown(groups, reached, rliable_summary(groups, args.reps))
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -588,7 +596,7 @@ def main(argv=None):
             f.write(table + "\n")
         if args.figure2:
             with open(os.path.join(args.out, "figure2_table.md"), "w") as f:
-                f.write(readme_table(groups, reach(groups, dips=args.allow_dips)) + "\n")
+                f.write(readme_table(groups, reached) + "\n")
         if not args.no_plots:
             paths = plot(groups, args.out) + (plot_together(groups, args.out) if args.together else [])
             for path in paths + (plot_figure2(groups, args.out) if args.figure2 else []):
