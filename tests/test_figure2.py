@@ -212,3 +212,18 @@ def test_reach_is_where_the_curve_stays_not_a_first_touch(tmp_path):
     assert summarize.claim(strict).startswith("does not hold: 1.33 of the updates")
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
     assert "| 100 (1/1), 0.17 |" in table and "(0 evaluation(s) below it allowed)" in table
+
+
+def test_readme_table_is_the_summary_of_the_tracked_runs(tmp_path, capsys):
+    """README's Figure 2 table is figure2_table.md as `bash benchmark.sh summarize docs/figure2` writes it from
+    the runs tracked in docs/figure2/runs, not typed by hand."""
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--figure2", "--allow-dips", "1", "--no-plots", "--reps", "100"]
+    summarize.main([os.path.join(ROOT, "docs", "figure2", "runs"), *args])
+    table = open(out / "figure2_table.md").read()
+    assert table == open(os.path.join(ROOT, "docs", "figure2", "figure2_table.md")).read()
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    start, end = "<!-- figure2_table.md -->\n", "<!-- /figure2_table.md -->"
+    assert readme.count(start) == 1 and readme.count(end) == 1, "README lost the markers of its Figure 2 table"
+    assert readme.split(start)[1].split(end)[0] == table
+    assert "docs/figure2/figure2_updates.png" in readme
