@@ -492,7 +492,9 @@ def plot_figure2(groups, out_dir):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
+    kilo = FuncFormatter(lambda v, _: f"{v / 1000:g}k")  # 300k, not 300000 (ticks run into each other)
     datasets = sorted({d for d, _, _ in groups})
     algorithms = sorted({a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a))  # TD3+BC on top
     # a hybrid compared with its base's scratch runs is drawn in its base's row
@@ -525,6 +527,8 @@ def plot_figure2(groups, out_dir):
                     ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
                 ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
                 ax.set_xlabel("updates (pretraining included)" if axis == 0 else "wall-clock s")
+                if axis == 0:
+                    ax.xaxis.set_major_formatter(kilo)
                 ax.set_ylabel("normalized score")
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=7)
@@ -544,6 +548,7 @@ def plot_figure2(groups, out_dir):
             ax.plot(common, iqm, color=color, label=f"{label} ({len(runs)} runs)")
         ax.set_title(f"{algorithm}: IQM over datasets and seeds", fontsize=9)
         ax.set_xlabel("updates (pretraining included)")
+        ax.xaxis.set_major_formatter(kilo)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     paths.append(save(fig, out_dir, "figure2_iqm.png"))
