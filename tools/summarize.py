@@ -525,14 +525,20 @@ def plot_figure2(groups, out_dir):
                     label = f"{label} ({len(runs)} seeds)"
                     ax.plot(x, mean, color=color, label=label)
                     ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
+                    if axis == 0 and pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
+                        ax.axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1)
                 ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
                 ax.set_xlabel("updates (pretraining included)" if axis == 0 else "wall-clock s")
                 if axis == 0:
                     ax.xaxis.set_major_formatter(kilo)
                 ax.set_ylabel("normalized score")
                 ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-        fig.suptitle("mean and 95% CI over seeds")
+                if ax.lines:
+                    ax.legend(fontsize=7)
+                else:  # a panel of the grid with no finished run yet
+                    ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+                    ax.set_xticks([]), ax.set_yticks([])
+        fig.suptitle("mean and 95% CI over seeds" + (" (dashed: end of pretraining)" if axis == 0 else ""))
         paths.append(save(fig, out_dir, f"figure2_{name}.png"))
     from rliable import metrics
 
