@@ -294,7 +294,9 @@ if [ -n "$task" ]; then  # one run of the grid, in the foreground (a SLURM array
   exit 0
 fi
 
-echo "grid: profile $profile; datasets: $datasets; scripts: $scripts; seeds: $seeds; pretrained and scratch"
+grid="${scripts:+scripts: $scripts; seeds: $seeds; pretrained and scratch}"
+[ -n "$remedy" ] && grid="${grid:+$grid; }$remedy: seeds $remedy_seeds, pretrained only"
+echo "grid: profile $profile; datasets: $datasets; $grid"
 echo "runs: $count ($launcher launcher; output in $out)"
 
 if [ "$launcher" = slurm ]; then

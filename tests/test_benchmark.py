@@ -139,6 +139,8 @@ def test_figure2_profile_budgets():
                                               "BENCH_REMEDY_SEEDS": "5", "BENCH_DATASETS": "hopper-medium"})  # fmt: skip
     lines = [line for line in only.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 1 and "edac_bc_pretrain.py --env-id hopper-medium --seed 5 " in lines[0]
+    assert "datasets: hopper-medium; edac_bc_pretrain: seeds 5, pretrained only\n" in only.stdout
+    assert "pretrained and scratch; edac_bc_pretrain: seeds 1 2, pretrained only\n" in res.stdout
     res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain"})
     assert res.returncode == 2 and "'edac_bc_pretrain' is not in the paper profile" in res.stderr
 
