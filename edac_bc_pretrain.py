@@ -29,11 +29,11 @@ import utils
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name in the run directory (default: this file's name, so a copy names its own runs)"""
+    """name in the run directory (default: this file's name)"""
     seed: int = 1
-    """seed of torch, numpy, random and the evaluation episodes"""
+    """seed of every RNG and of the evaluation episodes"""
     track: bool = False
-    """mirror the run to Weights & Biases (project: $WANDB_PROJECT or first-imitate-then-improve)"""
+    """mirror the run to Weights & Biases (project: $WANDB_PROJECT)"""
     env_id: str = "hopper-medium"
     """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
@@ -54,8 +54,9 @@ class Args:
     """Polyak rate of the target critics"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor, critics and alpha"""
-    hidden_dims: Tuple[int, ...] = (256, 256, 256)  # differs from td3bc_pretrain.py on purpose: EDAC's 256 x 3
-    """hidden layer widths of the actor and of every critic"""
+    # differs from td3bc_pretrain.py on purpose: EDAC's is 256 x 3
+    hidden_dims: Tuple[int, ...] = (256, 256, 256)
+    """hidden layer widths of the actor and of every critic (EDAC's)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""
     critic_layernorm: bool = True
@@ -67,11 +68,7 @@ class Args:
     num_critics: Optional[int] = None
     """ensemble size N (default by task: hopper 50, pen 20, door/hammer/relocate 50, else 10)"""
     eta: Optional[float] = None
-    """weight of the diversity term (default by task: 1; pen-human 1000, pen-cloned 10, Adroit 200)"""
-    pretrain_cql_weight: float = 0.0
-    """not in the paper: weight of a CQL term in critic pretraining (0 = off; docs/RESULTS.md)"""
-    cql_weight: float = 0.0
-    """not in the paper: weight of a CQL term in the EDAC critic loss (0 = off; docs/RESULTS.md)"""
+    """weight of the diversity term (default: 1; pen-human 1000, pen-cloned 10, Adroit 200)"""
     bc_weight: float = 1.0
     """weight of the hard BC term in the actor loss, combined by eq. 21 (Table 3: 1)"""
     eval_freq: int = 5000
@@ -81,9 +78,9 @@ class Args:
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: time limits, random scores)"""
     final_episodes: int = 100
-    """episodes of one last evaluation after the last update, a row each in final_returns.csv (0 = none)"""
+    """episodes of one last evaluation, a row each in final_returns.csv (0 = none)"""
     capture_video: bool = False
-    """render each evaluation's first episode to videos/update_<N>.mp4 (offscreen: MUJOCO_GL=egl)"""
+    """each evaluation's first episode to videos/update_<N>.mp4 (MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
     """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
     log_freq: int = 1000
@@ -97,29 +94,30 @@ class Args:
     compile: bool = True
     """torch.compile the losses"""
     bf16: bool = False
-    """bfloat16 autocast for the hidden layers; outputs, losses and weights stay fp32"""
+    """bfloat16 hidden layers; outputs, losses and weights stay fp32"""
 
 
 # ALGO LOGIC: per-task defaults (An et al. 2021 / CORL for MuJoCo; the paper's Table 3 for Adroit)
 NUM_CRITICS = {"hopper": 50, "pen": 20, "door": 50, "hammer": 50, "relocate": 50}
 ETA = {"pen": 200.0, "door": 200.0, "hammer": 200.0, "relocate": 200.0}
 ETA_BY_LEVEL = {("pen", "human"): 1000.0, ("pen", "cloned"): 10.0}
-TD_LAMBDA = {"halfcheetah": 0.1, "walker2d": 0.1}  # section 6.2: some TD where MC returns are noisiest
+# section 6.2: some TD where MC returns are noisiest
+TD_LAMBDA = {"halfcheetah": 0.1, "walker2d": 0.1}
 ENTROPY_SAMPLES = 10  # actions sampled per state for the BC actor's entropy in eq. 19
-CQL_ACTIONS = 4  # uniform random actions in the opt-in CQL term (each costs N critic evaluations)
 
 
-def resolve_defaults(args: Args) -> Args:
-    """Fill the task-dependent defaults (fields left None), so that config.json records what ran."""
+def resolve_defaults(args: Args):
+    """Fill the task-dependent defaults (fields left None); config.json records what ran."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
-    eta = next((v for (t, level), v in ETA_BY_LEVEL.items() if t == task and level in args.env_id), ETA.get(task, 1.0))
-    total, pretrain = utils.default_budget(task)
+    levels = [v for (t, level), v in ETA_BY_LEVEL.items() if t == task and level in args.env_id]
+    eta = levels[0] if levels else ETA.get(task, 1.0)
+    total, pretrain, window = utils.paper_budget(task)
     filled = {
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
         "pretrain_steps": pretrain,
         "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
-        "score_window": utils.default_score_window(task),
+        "score_window": window,
         "num_critics": NUM_CRITICS.get(task, 10),
         "eta": eta,
     }
@@ -130,11 +128,11 @@ def resolve_defaults(args: Args) -> Args:
 
 # ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
 def hidden_precision(x, bf16: bool):
-    """--bf16: the hidden layers in bfloat16 autocast; the output layer runs in fp32 on `.float()` inputs."""
+    """--bf16: hidden layers in bfloat16 autocast; the output layer runs in fp32."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def mlp(in_dim, hidden_dims, out_dim, layernorm) -> nn.Sequential:
+def mlp(in_dim, hidden_dims, out_dim, layernorm):
     layers = []
     for h in hidden_dims:
         norm = [nn.LayerNorm(h, elementwise_affine=False)] if layernorm else []
@@ -162,7 +160,7 @@ class Actor(nn.Module):
         return mu, log_std.clamp(-5.0, 2.0).exp()
 
     def squashed_log_prob(self, u, mu, std):
-        """log pi(a) for a = tanh(u) scale + bias; log(1 - tanh(u)^2) in its stable softplus form."""
+        """log pi(a) for a = tanh(u) scale + bias; log(1 - tanh(u)^2) in a stable softplus form."""
         log_prob = torch.distributions.Normal(mu, std).log_prob(u)
         log_prob = log_prob - 2 * (np.log(2) - u - F.softplus(-2 * u)) - torch.log(self.scale)
         return log_prob.sum(-1)
@@ -196,7 +194,7 @@ class VectorizedLinear(nn.Module):
 
 
 def layer_norm(x):
-    """LayerNorm without scale and shift: (normalized x, 1 / std), the latter for Critic.members's dQ/da."""
+    """LayerNorm without scale and shift: (normalized x, 1 / std), the latter for dQ/da."""
     centered = x - x.mean(-1, keepdim=True)
     rstd = torch.rsqrt(centered.square().mean(-1, keepdim=True) + 1e-5)
     return centered * rstd, rstd
@@ -207,9 +205,12 @@ class Critic(nn.Module):
 
     def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics, bf16=False):
         super().__init__()
-        self.bf16, self.layernorm, self.num_critics = bf16, layernorm, num_critics
+        self.bf16 = bf16
+        self.layernorm = layernorm
+        self.num_critics = num_critics
         dims = [obs_dim + act_dim, *hidden_dims, 1]
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
+        linears = [VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:])]
+        self.linears = nn.ModuleList(linears)
         with torch.no_grad():  # CORL's EDAC init: hidden biases 0.1, small output layer
             for linear in self.linears[:-1]:
                 linear.bias.fill_(0.1)
@@ -223,9 +224,9 @@ class Critic(nn.Module):
         return self.members(members).reshape(self.num_critics, *x.shape[:-1])
 
     def members(self, x, act_dim: int = 0):
-        """Member i on x[i]: [N, B, obs + act] -> Q [N, B]; with `act_dim`, also dQ_i/da [N, B, act_dim],
-        backpropagated by hand through Linear, LayerNorm and ReLU: a loss on it is then differentiated once
-        (not twice, as autograd.grad(create_graph=True) would), which torch.compile can fuse."""
+        """Member i on x[i]: [N, B, obs + act] -> Q [N, B]; with `act_dim`, also dQ_i/da
+        [N, B, act_dim], backpropagated by hand: a loss on it is then differentiated once (not
+        twice, as autograd.grad(create_graph=True) would), which torch.compile can fuse."""
         saved = []
         with hidden_precision(x, self.bf16):
             for linear in self.linears[:-1]:
@@ -235,13 +236,15 @@ class Critic(nn.Module):
         q = self.linears[-1](x.float()).squeeze(-1)
         if not act_dim:
             return q
-        grad = self.linears[-1].weight.transpose(1, 2)  # dQ/dh of the last hidden layer: [N, 1, H]
+        grad = self.linears[-1].weight.transpose(1, 2)  # dQ/dh of the last hidden layer
         with hidden_precision(grad, self.bf16):
             for i in reversed(range(len(saved))):
                 x, rstd = saved[i]
-                grad = grad * F.relu(x).sign()  # the ReLU's mask; a bool mask is ~30x slower compiled on CPU
+                # the ReLU's mask; a bool mask is ~30x slower compiled on CPU
+                grad = grad * F.relu(x).sign()
                 if rstd is not None:
-                    grad = rstd * (grad - grad.mean(-1, keepdim=True) - x * (grad * x).mean(-1, keepdim=True))
+                    centered = grad - grad.mean(-1, keepdim=True)
+                    grad = rstd * (centered - x * (grad * x).mean(-1, keepdim=True))
                 weight = self.linears[i].weight[:, -act_dim:] if i == 0 else self.linears[i].weight
                 grad = grad @ weight.transpose(1, 2)
         return q, grad.float()
@@ -249,9 +252,8 @@ class Critic(nn.Module):
 
 # ALGO LOGIC: returns
 def soft_mc_returns(rewards, entropies, terminations, truncations, gamma, alpha, tail="geometric"):
-    """Soft return-to-go (eq. 19): R_t = sum_n gamma^n r_{t+n} + alpha sum_{n>=1} gamma^n H(s_{t+n}).
-
-    Flat arrays of many episodes; entropies[t] = H(pi(.|s_t)). Per episode, from its last step T:
+    """Soft return-to-go (eq. 19): R_t = sum_n gamma^n r_{t+n} + alpha sum_{n>=1} gamma^n H(s_{t+n})
+    of flat arrays of many episodes; entropies[t] = H(pi(.|s_t)). Per episode, from its end T:
         R_T = r_T                                            it terminates at T
         R_T = r_T + gamma / (1 - gamma) (r_T + alpha H(s_T))  truncated at T (or the data ends):
                                                              `geometric` repeats the last step,
@@ -271,8 +273,8 @@ def soft_mc_returns(rewards, entropies, terminations, truncations, gamma, alpha,
     if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) no tail
         if gamma >= 1:
             raise ValueError(
-                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
-                "where the tail gamma / (1 - gamma) diverges; use tail 'none'"
+                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end "
+                "truncated, where the tail gamma / (1 - gamma) diverges; use tail 'none'"
             )
         b = np.where(truncated, r + gamma / (1 - gamma) * (r + alpha * h), b)
     elif tail not in ("geometric", "none"):
@@ -288,7 +290,7 @@ def soft_mc_returns(rewards, entropies, terminations, truncations, gamma, alpha,
 
 
 @torch.no_grad()
-def dataset_soft_returns(actor, alpha, obs, data, gamma, tail, chunk=65536):
+def dataset_soft_returns(actor, alpha, obs, data, args, chunk=65536):
     """Between the two pretraining phases: eq. 19 for the whole dataset, with the BC actor's
     entropies H(s) ~ -mean_k log pi(a_k|s), a_k ~ pi, batched on the device."""
     entropies = []
@@ -296,94 +298,81 @@ def dataset_soft_returns(actor, alpha, obs, data, gamma, tail, chunk=65536):
         rows = obs[start : start + chunk].expand(ENTROPY_SAMPLES, -1, -1)
         entropies.append(-actor(rows)[1].mean(0))
     entropies = torch.cat(entropies).cpu().numpy()
-    returns = soft_mc_returns(data["rewards"], entropies, data["terminations"], data["truncations"], gamma, alpha, tail)
-    print(
-        f"soft returns: alpha {alpha:.4f}, mean entropy {entropies.mean():.3f}, mean {returns.mean():.2f}", flush=True
-    )
+    ends = (data["terminations"], data["truncations"])
+    returns = soft_mc_returns(data["rewards"], entropies, *ends, args.gamma, alpha, args.mc_tail)
+    stats = f"mean entropy {entropies.mean():.3f}, mean {returns.mean():.2f}"
+    print(f"soft returns: alpha {alpha:.4f}, {stats}", flush=True)
     return returns
 
 
 # ALGO LOGIC: losses
 def q_and_diversity(critic, obs, act):
-    """Q of every member [N, B] and EDAC's diversity term (An et al. 2021, eq. 4):
-    1/(N-1) sum_{i != j} cos(grad_a Q_i, grad_a Q_j), averaged over the batch. One forward for both."""
+    """Q of every member [N, B] and EDAC's diversity term (An et al. 2021, eq. 4): 1/(N-1)
+    sum_{i != j} cos(grad_a Q_i, grad_a Q_j), averaged over the batch. One forward for both."""
     n = critic.num_critics
-    q, grad = critic.members(torch.cat([obs, act], -1).expand(n, -1, -1), act.shape[-1])  # [N, B], [N, B, A]
-    grad = grad / (grad.norm(dim=-1, keepdim=True) + 1e-10)  # sum_{i != j} g_i . g_j, per transition:
+    q, grad = critic.members(
+        torch.cat([obs, act], -1).expand(n, -1, -1), act.shape[-1]
+    )  # [N, B], [N, B, A]
+    grad = grad / (
+        grad.norm(dim=-1, keepdim=True) + 1e-10
+    )  # sum_{i != j} g_i . g_j, per transition:
     off_diagonal = grad.sum(0).square().sum(-1) - grad.square().sum((0, 2))  # |sum g|^2 - sum |g|^2
     return q, off_diagonal.mean() / max(n - 1, 1)
 
 
 def td_target(actor, critic_target, batch, alpha, gamma):
-    """r + gamma (1 - term) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi; truncations bootstrap."""
+    """r + gamma (1 - term) (min_i Q'_i(s', a') - alpha log pi(a'|s')), a' ~ pi."""
     next_act, next_log_prob = actor(batch["next_obs"])
     q_next = critic_target(batch["next_obs"], next_act).min(0).values - alpha * next_log_prob
     return batch["rew"] + gamma * (1 - batch["term"]) * q_next
 
 
-def cql_term(critic, actor, obs, q, target, loss):
-    """Not in the paper (opt-in): the CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform, summed over
-    members, times eq. 21's factor |loss| / |gap|, capped at 2 |loss| / (N rms(Q - y)): the gap starts
-    near 0, where the bare factor explodes and stalls the fit (docs/RESULTS.md)."""
-    low, high = actor.bias - actor.scale, actor.bias + actor.scale
-    random_act = low + (high - low) * torch.rand(obs.shape[0], CQL_ACTIONS, low.shape[0], device=obs.device)
-    q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [N, B, CQL_ACTIONS]
-    gap = (torch.logsumexp(q_random, -1) - q).mean(1).sum()
-    rms = (q.detach() - target).pow(2).mean().sqrt()
-    factor = torch.minimum(
-        loss.detach().abs() / (gap.detach().abs() + 1e-8), 2 * loss.detach().abs() / (q.shape[0] * rms + 1e-8)
-    )
-    return factor * gap, {"losses/critic_cql": gap, "losses/critic_cql_factor": factor}
-
-
-def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma, td_lambda, cql_weight):
-    """Algorithm 2: MSE of the critics to the soft return (or eq. 17's blend), averaged over members
-    (as the paper's code), plus eta times the diversity term."""
+def pretrain_critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma, td_lambda):
+    """Algorithm 2: MSE of the critics to the soft return (or eq. 17's blend), averaged over
+    members (as the paper's code), plus eta times the diversity term."""
     target = batch["soft_return"]
     if td_lambda > 0:  # eq. 17
         with torch.no_grad():
-            target = (1 - td_lambda) * target + td_lambda * td_target(actor, critic_target, batch, alpha, gamma)
+            td = td_target(actor, critic_target, batch, alpha, gamma)
+            target = (1 - td_lambda) * target + td_lambda * td
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     mc_loss = (q - target).pow(2).mean()
     info = {"losses/critic_mc": mc_loss, "losses/critic_diversity": diversity}
-    loss = mc_loss + eta * diversity
-    if cql_weight > 0:  # --pretrain-cql-weight
-        cql, cql_info = cql_term(critic, actor, batch["obs"], q, target, mc_loss)
-        loss, info = loss + cql_weight * cql, {**info, **cql_info}
-    return loss, info
+    return mc_loss + eta * diversity, info
 
 
-def critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma, cql_weight):
+def critic_loss(critic, actor, critic_target, batch, alpha, eta, gamma):
     """EDAC: MSE of every critic to the soft clipped-ensemble target, summed over members,
     plus eta times the diversity term."""
     with torch.no_grad():
         q_target = td_target(actor, critic_target, batch, alpha, gamma)
     q, diversity = q_and_diversity(critic, batch["obs"], batch["act"])
     td_loss = (q - q_target).pow(2).mean(1).sum()
-    q_data = q.detach()
-    info = {"losses/critic_td": td_loss, "losses/critic_diversity": diversity, "losses/q_mean": q_data.mean()}
-    info.update(ensemble_stats(q_data, "q_data"))  # the ensemble on the data's actions...
-    loss = td_loss + eta * diversity
-    if cql_weight > 0:  # --cql-weight
-        cql, cql_info = cql_term(critic, actor, batch["obs"], q, q_target, td_loss)
-        loss, info = loss + cql_weight * cql, {**info, **cql_info}
-    return loss, info
-
-
-def combine_losses(primary, auxiliary, weight):
-    """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
-    (the paper's code divides by the signed value, which flips a negative term's gradient)."""
-    return primary / (primary.detach().abs() + 1e-8) + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
+    info = {"losses/critic_td": td_loss, "losses/critic_diversity": diversity}
+    info["losses/q_mean"] = q.detach().mean()
+    info.update(ensemble_stats(q.detach(), "q_data"))  # the ensemble on the data's actions...
+    return td_loss + eta * diversity, info
 
 
 @torch.no_grad()
 def ensemble_stats(q, name):
     """Diagnostics: the ensemble's minimum and its spread over members, averaged over the batch."""
-    return {f"diagnostics/{name}_min": q.min(0).values.mean(), f"diagnostics/{name}_std": q.std(0, correction=0).mean()}
+    return {
+        f"diagnostics/{name}_min": q.min(0).values.mean(),
+        f"diagnostics/{name}_std": q.std(0, correction=0).mean(),
+    }
+
+
+def combine_losses(primary, auxiliary, weight):
+    """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
+    (the paper's code divides by the signed value, which flips a negative term's gradient)."""
+    primary = primary / (primary.detach().abs() + 1e-8)
+    return primary + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
 
 
 def actor_loss(actor, critic, obs, act, alpha, bc_weight):
-    """SAC actor alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi, plus hard BC (a~ - a)^2, by eq. 21."""
+    """SAC actor alpha log pi(a~|s) - min_i Q_i(s, a~), a~ ~ pi, plus hard BC (a~ - a)^2, by
+    eq. 21."""
     pi, log_prob = actor(obs)
     q_pi = critic(obs, pi)
     sac_loss = (alpha * log_prob - q_pi.min(0).values).mean()
@@ -403,16 +392,17 @@ def soft_bc_loss(actor, obs, act, alpha):
     return loss, {"losses/actor_soft_bc": loss, "losses/entropy": -log_prob.mean().detach()}
 
 
-def temperature_step(actor, obs, log_alpha, optimizer, target_entropy):
-    """SAC temperature on a fresh sample: raise alpha while the entropy is below -|A|, lower it above;
-    log alpha kept in [-10, 10] (the paper's code)."""
+def temperature_step(actor, obs, log_alpha, optimizer):
+    """SAC temperature on a fresh sample: raise alpha while the entropy is below -|A|, lower it
+    above; log alpha kept in [-10, 10] (the paper's code)."""
     with torch.no_grad():
         log_prob = actor(obs)[1]
-    loss = -(log_alpha * (log_prob + target_entropy)).mean()
+    loss = -(log_alpha * (log_prob - actor.scale.shape[0])).mean()  # target entropy -|A|
     gradient_step(optimizer, loss)
     with torch.no_grad():
         log_alpha.clamp_(-10.0, 10.0)
-    return log_alpha.exp().detach(), {"losses/alpha_loss": loss, "charts/alpha": log_alpha.exp().detach()}
+    alpha = log_alpha.exp().detach()
+    return alpha, {"losses/alpha_loss": loss, "charts/alpha": alpha}
 
 
 def gradient_step(optimizer, loss):
@@ -427,18 +417,17 @@ def soft_update(target_params, online_params, tau):
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
-# plumbing: --pretrain-steps auto (soft BC, then the critics, each until its validation loss converges)
+# plumbing: --pretrain-steps auto (soft BC, then the critics, each until its held-out loss
+# converges)
 @torch.no_grad()
-def validation_loss(actor, critic, val, part):
-    """Soft BC: the NLL of the data's actions (eq. 20 without its alpha term); critics: MSE to the soft return."""
+def auto_pretrain(actor, critic, val, part, plateau, ends, converged, update, args, run_dir):
+    """Soft BC: the NLL of the held-out actions (eq. 20 without alpha); critics: their MSE to the
+    soft return. Fed to the part's utils.Plateau, it ends the part here once converged or at
+    its cap: `ends` (where soft BC / all pretraining end) changes in place. Returns the loss."""
     if part == "actor":
-        return -actor.log_prob(val["obs"], val["act"]).mean()
-    return (critic(val["obs"], val["act"]) - val["soft_return"]).pow(2).mean()
-
-
-def auto_pretrain_check(plateau, part, value, update, ends, converged, args, run_dir):
-    """Ends `part` at this update once its loss has converged (utils.Plateau) or at its cap: `ends`
-    (where soft BC / all pretraining end) changes in place; the end of pretraining is recorded."""
+        value = -actor.log_prob(val["obs"], val["act"]).mean()
+    else:
+        value = (critic(val["obs"], val["act"]) - val["soft_return"]).pow(2).mean()
     if part not in converged and plateau.update(float(value)):
         converged[part] = update
     if part in converged or update >= ends[part]:
@@ -447,97 +436,115 @@ def auto_pretrain_check(plateau, part, value, update, ends, converged, args, run
     if update == ends["critic"]:
         parts = [p for p in ("actor", "critic") if args.pretrain_mode in ("both", p)]
         utils.report_auto_pretraining(run_dir, update, converged, parts)
+    return value
 
 
 def main(args: Args):
     script = os.path.basename(__file__)
-    args = utils.load_config(args.resume, Args, script) if args.resume else resolve_defaults(args)
-    utils.check_args(
-        args,
-        at_least_one=("num_critics",),
-        non_negative=("eta", "cql_weight", "bc_weight"),
-        fractions=("actor_pretrain_fraction",),
-    )
+    args = utils.read_config(args.resume, Args, script) if args.resume else resolve_defaults(args)
+    rules = {"num_critics": "at least 1", "eta": ">= 0", "actor_pretrain_fraction": "in [0, 1]"}
+    rules["bc_weight"] = ">= 0"
+    utils.check_args(args, rules)
     dataset, data, ref, run_dir, device = utils.start_run(args, script)
-    print(
-        f"EDAC+BC: {args.num_critics} critics, eta {args.eta}, BC {args.bc_weight}; {args.pretrain_steps} pretraining"
-    )
+    bc = f"BC {args.bc_weight}; {args.pretrain_steps} pretraining"
+    print(f"EDAC+BC: {args.num_critics} critics, eta {args.eta}, {bc}")
 
     # ALGO LOGIC: the soft returns column is filled after soft BC (between Algorithm 2's phases)
     obs_mean, obs_std = utils.state_normalizer(data["observations"])
-    fields = dict(obs=(data["observations"] - obs_mean) / obs_std, act=data["actions"], rew=data["rewards"])
-    fields.update(next_obs=(data["next_observations"] - obs_mean) / obs_std, term=data["terminations"])
-    table, widths = utils.make_table({**fields, "soft_return": np.zeros_like(data["rewards"])}, device)
-    obs_dim, act_dim = widths["obs"], widths["act"]
-    low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, args.bf16).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, args.num_critics, args.bf16).to(device)
+    normalize = lambda obs: (obs - obs_mean) / obs_std
+    fields = dict(obs=normalize(data["observations"]), act=data["actions"], rew=data["rewards"])
+    fields.update(next_obs=normalize(data["next_observations"]), term=data["terminations"])
+    soft_return = np.zeros_like(data["rewards"])
+    table, widths = utils.make_table({**fields, "soft_return": soft_return}, device)
+    obs_dim = widths["obs"]
+    act_dim = widths["act"]
+    low = dataset.action_space.low.astype(np.float32)
+    high = dataset.action_space.high.astype(np.float32)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, args.bf16)
+    dims = (args.hidden_dims, args.critic_layernorm, args.num_critics, args.bf16)
+    critic = Critic(obs_dim, act_dim, *dims)
+    actor.to(device)
+    critic.to(device)
     critic_target = copy.deepcopy(critic)
     log_alpha = torch.zeros((), device=device, requires_grad=True)  # alpha starts at 1
-    target_entropy = -float(act_dim)
-    fused = device.type in ("cpu", "cuda")
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate, fused=fused)
-    online_params, target_params = list(critic.parameters()), list(critic_target.parameters())
-    compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    bc_fn, actor_fn = compile_fn(soft_bc_loss), compile_fn(actor_loss)
-    pretrain_critic_fn, critic_fn = compile_fn(pretrain_critic_loss), compile_fn(critic_loss)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate, fused=True)
+    online_params = list(critic.parameters())
+    target_params = list(critic_target.parameters())
+    compiled = torch.compile if args.compile else (lambda fn: fn)
+    bc_fn = compiled(soft_bc_loss)
+    actor_fn = compiled(actor_loss)
+    pretrain_critic_fn = compiled(pretrain_critic_loss)
+    critic_fn = compiled(critic_loss)
 
     # plumbing: resume, logs, evaluation
-    state = dict(actor=actor, critic=critic, critic_target=critic_target, actor_optimizer=actor_optimizer)
-    state.update(critic_optimizer=critic_optimizer, alpha_optimizer=alpha_optimizer)  # checkpointed
+    state = dict(actor=actor, critic=critic, critic_target=critic_target)
+    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
+    state.update(alpha_optimizer=alpha_optimizer)
     ckpt = utils.load_checkpoint(run_dir, state, device) if args.resume else {}
     frozen_alpha = ckpt.get("frozen_alpha")  # alpha of the soft returns, once they are computed
     if args.resume:
         log_alpha.data.copy_(ckpt["log_alpha"])
-        table[:, -1] = torch.as_tensor(
-            ckpt["soft_return"] if frozen_alpha is not None else 0.0, dtype=torch.float32, device=device
-        )
-    log = utils.RunLog(
-        run_dir, args.total_timesteps, ckpt or None, utils.start_wandb(args, run_dir) if args.track else None
-    )
-    evaluation = utils.Evaluation(dataset, args, ref, obs_mean, obs_std, run_dir)
+        soft_return = ckpt["soft_return"] if frozen_alpha is not None else 0.0
+        table[:, -1] = torch.as_tensor(soft_return, dtype=torch.float32, device=device)
+    log = utils.RunLog(run_dir, args, ckpt or None)
+    envs = utils.make_eval_envs(dataset, args, render=args.capture_video)
 
     @torch.no_grad()
     def policy(obs):
-        return actor(torch.as_tensor(obs, device=device), deterministic=True)[0].cpu().numpy()
+        obs = torch.as_tensor(normalize(obs).astype(np.float32), device=device)
+        return actor(obs, deterministic=True)[0].cpu().numpy()
 
-    auto = args.pretrain_steps == "auto"
-    cap = args.pretrain_max_steps if auto else args.pretrain_steps
-    actor_share = {"both": args.actor_pretrain_fraction, "actor": 1.0, "critic": 0.0}[args.pretrain_mode]
-    ends = ckpt.get("pretrain_ends", {"actor": int(cap * actor_share), "critic": cap})  # auto: decided as it goes
-    val_rows, train_rows = utils.validation_split(table, args.seed) if auto else (None, None)
+    # plumbing: --pretrain-steps auto holds out rows and watches their losses (auto_pretrain)
+    use_auto = args.pretrain_steps == "auto"
+    val_rows, train_rows = utils.validation_split(table, args.seed) if use_auto else (None, None)
+    cap = args.pretrain_max_steps if use_auto else args.pretrain_steps
+    share = {"both": args.actor_pretrain_fraction, "actor": 1.0, "critic": 0.0}
+    ends = {"actor": int(cap * share[args.pretrain_mode]), "critic": cap}
+    ends = ckpt.get("pretrain_ends", ends)  # auto: decided as it goes
     plateaus = {p: utils.Plateau(history=ckpt.get("plateaus", {}).get(p)) for p in ends}
-    converged, losses = ckpt.get("converged", {}), {}
+    converged = ckpt.get("converged", {})
+    losses = {}
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < ends["critic"] else "finetune"
-        if phase == "pretrain" and global_step >= ends["actor"] and frozen_alpha is None:  # eq. 19, once
-            frozen_alpha = float(log_alpha.detach().exp())
-            soft_return = dataset_soft_returns(actor, frozen_alpha, table[:, :obs_dim], data, args.gamma, args.mc_tail)
+        if phase == "pretrain" and global_step >= ends["actor"] and frozen_alpha is None:
+            frozen_alpha = float(log_alpha.detach().exp())  # eq. 19, once
+            soft_return = dataset_soft_returns(actor, frozen_alpha, table[:, :obs_dim], data, args)
             table[:, -1] = torch.as_tensor(soft_return, dtype=torch.float32, device=device)
-        batch = utils.sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
+        rows = train_rows if phase == "pretrain" else None
+        batch = utils.sample_batch(table, widths, args.batch_size, rows)
 
         # ALGO LOGIC: one update
         if phase == "pretrain" and global_step < ends["actor"]:  # soft BC: alpha, then the actor
-            alpha, info = temperature_step(actor, batch["obs"], log_alpha, alpha_optimizer, target_entropy)
+            alpha, info = temperature_step(actor, batch["obs"], log_alpha, alpha_optimizer)
             loss, bc_info = bc_fn(actor, batch["obs"], batch["act"], alpha)
             gradient_step(actor_optimizer, loss)
             losses.update({**info, **bc_info})
         elif phase == "pretrain":  # the critics on the soft returns; actor and alpha frozen
-            loss, info = pretrain_critic_fn(critic, actor, critic_target, batch, frozen_alpha, args.eta, args.gamma,
-                                            args.td_lambda, args.pretrain_cql_weight)  # fmt: skip
+            loss, info = pretrain_critic_fn(
+                critic,
+                actor,
+                critic_target,
+                batch,
+                frozen_alpha,
+                args.eta,
+                args.gamma,
+                args.td_lambda,
+            )
             gradient_step(critic_optimizer, loss)
             soft_update(target_params, online_params, args.tau)
             losses.update(info)
         else:  # EDAC+BC, in the paper's code's order: alpha -> actor -> critic
-            alpha, info = temperature_step(actor, batch["obs"], log_alpha, alpha_optimizer, target_entropy)
+            alpha, info = temperature_step(actor, batch["obs"], log_alpha, alpha_optimizer)
             critic.requires_grad_(False)  # the actor needs dQ/da only
-            loss, actor_info = actor_fn(actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight)
+            loss, actor_info = actor_fn(
+                actor, critic, batch["obs"], batch["act"], alpha, args.bc_weight
+            )
             critic.requires_grad_(True)
             gradient_step(actor_optimizer, loss)
             loss, critic_info = critic_fn(
-                critic, actor, critic_target, batch, alpha, args.eta, args.gamma, args.cql_weight
+                critic, actor, critic_target, batch, alpha, args.eta, args.gamma
             )
             gradient_step(critic_optimizer, loss)
             soft_update(target_params, online_params, args.tau)
@@ -545,27 +552,29 @@ def main(args: Args):
 
         # plumbing: the only host syncs, every --log-freq updates and at evaluations
         update = global_step + 1
-        if auto and phase == "pretrain" and (update % args.log_freq == 0 or update in ends.values()):
+        is_log = update % args.log_freq == 0
+        if use_auto and phase == "pretrain" and (is_log or update in ends.values()):
             part = "actor" if global_step < ends["actor"] else "critic"
             val = utils.table_rows(table, widths, val_rows)
-            losses[f"validation/{part}"] = value = validation_loss(actor, critic, val, part)
-            auto_pretrain_check(plateaus[part], part, value, update, ends, converged, args, run_dir)
+            losses[f"validation/{part}"] = auto_pretrain(
+                actor, critic, val, part, plateaus[part], ends, converged, update, args, run_dir
+            )
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
-        if update % args.log_freq == 0 or is_eval:
+        if is_log or is_eval:
             log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()
         if is_eval:
-            row = log.evaluation(update, phase, *evaluation(policy, update))
+            row = log.evaluation(update, phase, policy, envs, ref)
             if args.save_model:
-                extra = dict(log_alpha=log_alpha.detach().clone(), frozen_alpha=frozen_alpha, pretrain_ends=ends)
-                extra.update(
-                    soft_return=table[:, -1].cpu().numpy() if frozen_alpha is not None else None, converged=converged
-                )
+                soft_return = table[:, -1].cpu().numpy() if frozen_alpha is not None else None
+                extra = dict(obs_mean=obs_mean, obs_std=obs_std, soft_return=soft_return)
+                extra.update(frozen_alpha=frozen_alpha, pretrain_ends=ends, converged=converged)
+                extra["log_alpha"] = log_alpha.detach().clone()
                 extra["plateaus"] = {p: q.history for p, q in plateaus.items()}
-                utils.save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
+                utils.save_checkpoint(run_dir, state, row, args, **extra)
 
-    evaluation.final(policy, args.final_episodes)
-    evaluation.close()
+    utils.final_evaluation(policy, dataset, args, ref, run_dir)
+    envs.close()
     log.finish(args.score_window)
     return run_dir
 

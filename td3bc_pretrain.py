@@ -24,11 +24,11 @@ import utils
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name in the run directory (default: this file's name, so a copy names its own runs)"""
+    """name in the run directory (default: this file's name)"""
     seed: int = 1
-    """seed of torch, numpy, random and the evaluation episodes"""
+    """seed of every RNG and of the evaluation episodes"""
     track: bool = False
-    """mirror the run to Weights & Biases (project: $WANDB_PROJECT or first-imitate-then-improve)"""
+    """mirror the run to Weights & Biases (project: $WANDB_PROJECT)"""
     env_id: str = "hopper-medium"
     """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
@@ -47,7 +47,8 @@ class Args:
     """Polyak rate of the target networks"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critics"""
-    hidden_dims: Tuple[int, ...] = (256, 256)  # differs from edac_pretrain.py on purpose: CORL's TD3+BC 256 x 2
+    # differs from edac_pretrain.py on purpose: CORL's TD3+BC is 256 x 2
+    hidden_dims: Tuple[int, ...] = (256, 256)
     """hidden layer widths of the actor and of both critics (CORL's TD3+BC)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""
@@ -62,7 +63,7 @@ class Args:
     pretrain_cql_weight: float = 0.0
     """weight of a CQL term in critic pretraining, combined by eq. 21 (section 5.2; 0 = off)"""
     alpha: Optional[float] = None
-    """TD3+BC alpha (default by task: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
+    """TD3+BC alpha (default: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
     policy_frequency: int = 2
     """actor and target updates every this many critic updates (finetuning)"""
     eval_freq: int = 5000
@@ -72,9 +73,9 @@ class Args:
     eval_protocol: Literal["d4rl", "paper"] = "d4rl"
     """d4rl, or the paper's Adroit protocol (Table 4: time limits, random scores)"""
     final_episodes: int = 100
-    """episodes of one last evaluation after the last update, a row each in final_returns.csv (0 = none)"""
+    """episodes of one last evaluation, a row each in final_returns.csv (0 = none)"""
     capture_video: bool = False
-    """render each evaluation's first episode to videos/update_<N>.mp4 (offscreen: MUJOCO_GL=egl)"""
+    """each evaluation's first episode to videos/update_<N>.mp4 (MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
     """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
     log_freq: int = 1000
@@ -86,28 +87,30 @@ class Args:
     runs_dir: str = "runs"
     """where run directories are created"""
     compile: bool = True
-    """torch.compile the losses (~1.25x faster on a 2-core CPU; 10-20 s warm-up per phase)"""
+    """torch.compile the losses (faster; 10-20 s warm-up per phase)"""
     bf16: bool = False
-    """bfloat16 autocast for the hidden layers; outputs, losses and weights stay fp32"""
+    """bfloat16 hidden layers; outputs, losses and weights stay fp32"""
 
 
-# ALGO LOGIC: default TD3+BC alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
-ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0, "door": 0.1, "hammer": 0.1, "relocate": 0.1}
+# ALGO LOGIC: default alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
+ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0}
+ALPHA.update(door=0.1, hammer=0.1, relocate=0.1)
 TD_LAMBDA = {"halfcheetah": 0.1}  # section 6.2: some TD where MC returns are noisiest
-POLICY_NOISE, NOISE_CLIP = 0.2, 0.5  # TD3's target smoothing, in units of the action half-range
+POLICY_NOISE = 0.2  # TD3's target smoothing, in units of the action half-range
+NOISE_CLIP = 0.5
 CQL_ACTIONS = 10  # uniform random actions in the CQL logsumexp (Table 3)
 
 
-def resolve_defaults(args: Args) -> Args:
-    """Fill the task-dependent defaults (fields left None), so that config.json records what ran."""
+def resolve_defaults(args: Args):
+    """Fill the task-dependent defaults (fields left None); config.json records what ran."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
-    total, pretrain = utils.default_budget(task)
+    total, pretrain, window = utils.paper_budget(task)
     filled = {
         "td_lambda": TD_LAMBDA.get(task, 0.0),
         "total_timesteps": total,
         "pretrain_steps": pretrain,
         "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
-        "score_window": utils.default_score_window(task),
+        "score_window": window,
         "alpha": ALPHA.get(task, 2.5),
     }
     filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
@@ -117,11 +120,11 @@ def resolve_defaults(args: Args) -> Args:
 
 # ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
 def hidden_precision(x, bf16: bool):
-    """--bf16: the hidden layers in bfloat16 autocast; the output layer runs in fp32 on `.float()` inputs."""
+    """--bf16: hidden layers in bfloat16 autocast; the output layer runs in fp32."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def mlp(in_dim, hidden_dims, out_dim, layernorm) -> nn.Sequential:
+def mlp(in_dim, hidden_dims, out_dim, layernorm):
     layers = []
     for h in hidden_dims:
         norm = [nn.LayerNorm(h, elementwise_affine=False)] if layernorm else []
@@ -147,7 +150,7 @@ class Actor(nn.Module):
 
 
 class VectorizedLinear(nn.Module):
-    """N independent Linear layers as one batched matmul: [n, B, in] -> [n, B, out], the first n members."""
+    """N Linear layers as one batched matmul: [n, B, in] -> [n, B, out], the first n members."""
 
     def __init__(self, in_dim, out_dim, num_members):
         super().__init__()
@@ -166,9 +169,12 @@ class Critic(nn.Module):
 
     def __init__(self, obs_dim, act_dim, hidden_dims, layernorm, num_critics=2, bf16=False):
         super().__init__()
-        self.bf16, self.layernorm, self.num_critics = bf16, layernorm, num_critics
+        self.bf16 = bf16
+        self.layernorm = layernorm
+        self.num_critics = num_critics
         dims = [obs_dim + act_dim, *hidden_dims, 1]
-        self.linears = nn.ModuleList(VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:]))
+        linears = [VectorizedLinear(i, o, num_critics) for i, o in zip(dims[:-1], dims[1:])]
+        self.linears = nn.ModuleList(linears)
 
     def forward(self, obs, act, n=None):
         """Q of the first n critics (all by default): [n, *batch]."""
@@ -183,15 +189,14 @@ class Critic(nn.Module):
 
 
 # ALGO LOGIC: returns
-def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> np.ndarray:
-    """Every-visit discounted return-to-go R_t = sum_n gamma^n r_{t+n}, flat arrays of many episodes.
-
+def mc_returns(rewards, terminations, truncations, gamma, tail="geometric"):
+    """Discounted return-to-go R_t = sum_n gamma^n r_{t+n} of flat arrays of many episodes.
     Per episode, from its last step T:
         R_T = r_T                  it terminates at T (no future)
         R_T = r_T / (1 - gamma)    truncated at T, or the data ends: the tail is unknown;
                                    `geometric` repeats r_T forever, `none` takes R_T = r_T
         R_t = r_t + gamma R_{t+1}  inside the episode
-    A log-depth scan of y_t = b_t + a_t y_{t+1}, no Python loop over steps (tests: the plain loop).
+    A log-depth scan of y_t = b_t + a_t y_{t+1}, no Python loop over steps (tests: the loop).
     """
     r = np.asarray(rewards, dtype=np.float64)
     term = np.asarray(terminations, dtype=bool)
@@ -200,11 +205,11 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
         return r
     end[-1] = True
     truncated = end & ~term
-    if tail == "geometric" and truncated.any():  # with no truncated end (gamma 1 included) no tail
+    if tail == "geometric" and truncated.any():  # no truncated end (gamma 1 too): no tail
         if gamma >= 1:
             raise ValueError(
-                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end truncated, "
-                "where the tail gamma / (1 - gamma) diverges; use tail 'none'"
+                f"tail 'geometric' needs gamma < 1: {int(truncated.sum())} episode(s) end "
+                "truncated, where the tail gamma / (1 - gamma) diverges; use tail 'none'"
             )
         b = np.where(truncated, r / (1 - gamma), r)
     elif tail in ("geometric", "none"):
@@ -223,43 +228,51 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric") -> n
 
 # ALGO LOGIC: losses
 def cql_gap(critic, obs, q, low, high):
-    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a) over uniform random actions a_j, summed over critics."""
-    random_act = low + (high - low) * torch.rand(obs.shape[0], CQL_ACTIONS, low.shape[0], device=obs.device)
-    q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [2, B, CQL_ACTIONS]
+    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform random, summed over critics."""
+    shape = (obs.shape[0], CQL_ACTIONS, low.shape[0])
+    random_act = low + (high - low) * torch.rand(shape, device=obs.device)
+    q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [2, B, K]
     return (torch.logsumexp(q_random, -1) - q).mean(1).sum()
 
 
 def combine_losses(primary, auxiliary, weight):
     """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
     (the paper's code divides by the signed value, which flips a negative term's gradient)."""
-    return primary / (primary.detach().abs() + 1e-8) + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
+    primary = primary / (primary.detach().abs() + 1e-8)
+    return primary + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
 
 
 def td_target(actor_target, critic_target, batch, gamma):
-    """r + gamma (1 - term) min_i Q'_i(s', a~'), a~' smoothed by clipped noise; truncations bootstrap."""
-    scale, bias = actor_target.scale, actor_target.bias
+    """r + gamma (1 - term) min_i Q'_i(s', a~'), a~' smoothed by clipped noise."""
+    scale = actor_target.scale
+    bias = actor_target.bias
     noise = (torch.randn_like(batch["act"]) * POLICY_NOISE).clamp(-NOISE_CLIP, NOISE_CLIP)
-    next_act = torch.clamp(actor_target(batch["next_obs"]) + noise * scale, bias - scale, bias + scale)
-    return batch["rew"] + gamma * (1 - batch["term"]) * critic_target(batch["next_obs"], next_act).min(0).values
+    next_act = actor_target(batch["next_obs"]) + noise * scale
+    next_act = torch.clamp(next_act, bias - scale, bias + scale)
+    q_next = critic_target(batch["next_obs"], next_act).min(0).values
+    return batch["rew"] + gamma * (1 - batch["term"]) * q_next
 
 
 def pretrain_critic_loss(critic, actor_target, critic_target, batch, gamma, td_lambda, cql_weight):
-    """Algorithm 1: MSE of both critics to the MC return (or eq. 17's blend), plus the optional CQL term."""
+    """Algorithm 1: MSE of both critics to the MC return (or eq. 17's blend), [+ CQL]."""
     target = batch["mc_return"]
     if td_lambda > 0:  # eq. 17
         with torch.no_grad():
-            target = (1 - td_lambda) * target + td_lambda * td_target(actor_target, critic_target, batch, gamma)
+            td = td_target(actor_target, critic_target, batch, gamma)
+            target = (1 - td_lambda) * target + td_lambda * td
     q = critic(batch["obs"], batch["act"])
     mc_loss = (q - target).pow(2).mean(1).sum()
+    info = {"losses/critic_mc": mc_loss}
     if cql_weight > 0:  # section 5.2: value regularization in pretraining
-        low, high = actor_target.bias - actor_target.scale, actor_target.bias + actor_target.scale
-        cql = cql_gap(critic, batch["obs"], q, low, high)
-        return combine_losses(mc_loss, cql, cql_weight), {"losses/critic_mc": mc_loss, "losses/critic_cql": cql}
-    return mc_loss, {"losses/critic_mc": mc_loss}
+        scale = actor_target.scale
+        bias = actor_target.bias
+        cql = cql_gap(critic, batch["obs"], q, bias - scale, bias + scale)
+        return combine_losses(mc_loss, cql, cql_weight), {**info, "losses/critic_cql": cql}
+    return mc_loss, info
 
 
 def critic_loss(critic, actor_target, critic_target, batch, gamma, mc_max_target):
-    """TD3: MSE of both critics to the clipped double-Q target (Appendix F: max with the MC return)."""
+    """TD3: MSE of both critics to the clipped double-Q target (Appendix F: max with MC)."""
     with torch.no_grad():
         q_target = td_target(actor_target, critic_target, batch, gamma)
         if mc_max_target:
@@ -296,85 +309,99 @@ def soft_update(target_params, online_params, tau):
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
-# plumbing: --pretrain-steps auto (both parts at once, until both validation losses converge)
+# plumbing: --pretrain-steps auto (both parts at once, until both held-out losses converge)
 @torch.no_grad()
-def validation_losses(actor, critic, val, parts):
-    """The pretraining losses on the held-out rows: BC MSE, and the critics' MSE to the MC return."""
+def auto_pretrain(actor, critic, val, plateaus, converged, update, args, run_dir):
+    """Feeds the held-out losses (BC MSE; MSE to the MC return) to their utils.Plateau. Returns
+    them and where pretraining ends: here once all have converged or at the cap, else the cap."""
     values = {}
-    if "actor" in parts:
+    if "actor" in plateaus:
         values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
-    if "critic" in parts:
+    if "critic" in plateaus:
         values["critic"] = (critic(val["obs"], val["act"]) - val["mc_return"]).pow(2).mean()
-    return values
-
-
-def auto_pretrain_check(plateaus, converged, values, update, args, run_dir):
-    """Feeds each loss still converging to its utils.Plateau; returns where pretraining ends: here once all
-    have converged or at the cap, else the cap. The end is recorded in config.json."""
     for part, value in values.items():
         if part not in converged and plateaus[part].update(float(value)):
             converged[part] = update
-    if len(converged) < len(plateaus) and update < args.pretrain_max_steps:
-        return args.pretrain_max_steps
-    utils.report_auto_pretraining(run_dir, update, converged, list(plateaus))
-    return update
+    end = args.pretrain_max_steps
+    if len(converged) == len(values) or update >= end:
+        utils.report_auto_pretraining(run_dir, update, converged, list(values))
+        end = update
+    return {f"validation/{part}": value for part, value in values.items()}, end
 
 
 def main(args: Args):
     script = os.path.basename(__file__)
-    args = utils.load_config(args.resume, Args, script) if args.resume else resolve_defaults(args)
-    utils.check_args(args, at_least_one=("policy_frequency",), non_negative=("alpha",))
+    args = utils.read_config(args.resume, Args, script) if args.resume else resolve_defaults(args)
+    rules = {"policy_frequency": "at least 1", "alpha": ">= 0", "pretrain_cql_weight": ">= 0"}
+    utils.check_args(args, rules)
     dataset, data, ref, run_dir, device = utils.start_run(args, script)
     print(f"TD3+BC: alpha {args.alpha}; {args.pretrain_steps} pretraining updates")
 
     # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
-    mc_return = mc_returns(data["rewards"], data["terminations"], data["truncations"], args.gamma, args.mc_tail)
+    ends = (data["terminations"], data["truncations"])
+    mc_return = mc_returns(data["rewards"], *ends, args.gamma, args.mc_tail)
     obs_mean, obs_std = utils.state_normalizer(data["observations"])
-    fields = dict(obs=(data["observations"] - obs_mean) / obs_std, act=data["actions"], rew=data["rewards"])
-    fields.update(next_obs=(data["next_observations"] - obs_mean) / obs_std, term=data["terminations"])
+    normalize = lambda obs: (obs - obs_mean) / obs_std
+    fields = dict(obs=normalize(data["observations"]), act=data["actions"], rew=data["rewards"])
+    fields.update(next_obs=normalize(data["next_observations"]), term=data["terminations"])
     table, widths = utils.make_table({**fields, "mc_return": mc_return}, device)
-    obs_dim, act_dim = widths["obs"], widths["act"]
-    low, high = dataset.action_space.low.astype(np.float32), dataset.action_space.high.astype(np.float32)
-    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, args.bf16).to(device)
-    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, bf16=args.bf16).to(device)
-    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
-    fused = device.type in ("cpu", "cuda")
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=fused)
-    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=fused)
+    obs_dim = widths["obs"]
+    act_dim = widths["act"]
+    low = dataset.action_space.low.astype(np.float32)
+    high = dataset.action_space.high.astype(np.float32)
+    actor = Actor(obs_dim, act_dim, args.hidden_dims, args.actor_layernorm, low, high, args.bf16)
+    critic = Critic(obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, bf16=args.bf16)
+    actor.to(device)
+    critic.to(device)
+    actor_target = copy.deepcopy(actor)
+    critic_target = copy.deepcopy(critic)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    critic_optimizer = torch.optim.Adam(critic.parameters(), lr=args.learning_rate, fused=True)
     online_params = list(actor.parameters()) + list(critic.parameters())
     target_params = list(actor_target.parameters()) + list(critic_target.parameters())
-    compile_fn = torch.compile if args.compile else (lambda fn: fn)
-    critic_pretrain_fn, bc_fn = compile_fn(pretrain_critic_loss), compile_fn(bc_loss)
-    critic_fn, actor_fn = compile_fn(critic_loss), compile_fn(actor_loss)
+    compiled = torch.compile if args.compile else (lambda fn: fn)
+    pretrain_critic_fn = compiled(pretrain_critic_loss)
+    bc_fn = compiled(bc_loss)
+    critic_fn = compiled(critic_loss)
+    actor_fn = compiled(actor_loss)
 
     # plumbing: resume, logs, evaluation
     state = dict(actor=actor, critic=critic, actor_target=actor_target, critic_target=critic_target)
-    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)  # checkpointed
+    state.update(actor_optimizer=actor_optimizer, critic_optimizer=critic_optimizer)
     ckpt = utils.load_checkpoint(run_dir, state, device) if args.resume else {}
-    log = utils.RunLog(
-        run_dir, args.total_timesteps, ckpt or None, utils.start_wandb(args, run_dir) if args.track else None
-    )
-    evaluation = utils.Evaluation(dataset, args, ref, obs_mean, obs_std, run_dir)
+    log = utils.RunLog(run_dir, args, ckpt or None)
+    envs = utils.make_eval_envs(dataset, args, render=args.capture_video)
 
     @torch.no_grad()
     def policy(obs):
-        return actor(torch.as_tensor(obs, device=device)).cpu().numpy()
+        obs = torch.as_tensor(normalize(obs).astype(np.float32), device=device)
+        return actor(obs).cpu().numpy()
 
-    parts = [part for part in ("actor", "critic") if args.pretrain_mode in ("both", part)]
-    auto = args.pretrain_steps == "auto"
-    val_rows, train_rows = utils.validation_split(table, args.seed) if auto else (None, None)
+    # plumbing: --pretrain-steps auto holds out rows and watches their losses (auto_pretrain)
+    use_auto = args.pretrain_steps == "auto"
+    val_rows, train_rows = utils.validation_split(table, args.seed) if use_auto else (None, None)
+    parts = [p for p in ("actor", "critic") if args.pretrain_mode in ("both", p)]
     plateaus = {p: utils.Plateau(history=ckpt.get("plateaus", {}).get(p)) for p in parts}
-    pretrain_end = ckpt.get("pretrain_end", args.pretrain_max_steps if auto else args.pretrain_steps)
-    converged, losses = ckpt.get("converged", {}), {}
+    converged = ckpt.get("converged", {})
+    pretrain_end = args.pretrain_max_steps if use_auto else args.pretrain_steps
+    pretrain_end = ckpt.get("pretrain_end", pretrain_end)
+    losses = {}
     for global_step in range(ckpt.get("update", 0), args.total_timesteps):
         phase = "pretrain" if global_step < pretrain_end else "finetune"
-        batch = utils.sample_batch(table, widths, args.batch_size, train_rows if phase == "pretrain" else None)
+        rows = train_rows if phase == "pretrain" else None
+        batch = utils.sample_batch(table, widths, args.batch_size, rows)
 
         # ALGO LOGIC: one update
         if phase == "pretrain":  # Algorithm 1, second loop
             if "critic" in parts:
-                loss, info = critic_pretrain_fn(
-                    critic, actor_target, critic_target, batch, args.gamma, args.td_lambda, args.pretrain_cql_weight
+                loss, info = pretrain_critic_fn(
+                    critic,
+                    actor_target,
+                    critic_target,
+                    batch,
+                    args.gamma,
+                    args.td_lambda,
+                    args.pretrain_cql_weight,
                 )
                 gradient_step(critic_optimizer, loss)
                 losses.update(info)
@@ -384,7 +411,9 @@ def main(args: Args):
                 losses.update(info)
             soft_update(target_params, online_params, args.tau)
         else:  # TD3+BC
-            loss, info = critic_fn(critic, actor_target, critic_target, batch, args.gamma, args.mc_max_target)
+            loss, info = critic_fn(
+                critic, actor_target, critic_target, batch, args.gamma, args.mc_max_target
+            )
             gradient_step(critic_optimizer, loss)
             losses.update(info)
             if global_step % args.policy_frequency == 0:
@@ -397,23 +426,27 @@ def main(args: Args):
 
         # plumbing: the only host syncs, every --log-freq updates and at evaluations
         update = global_step + 1
-        if auto and phase == "pretrain" and (update % args.log_freq == 0 or update == pretrain_end):
-            values = validation_losses(actor, critic, utils.table_rows(table, widths, val_rows), parts)
-            losses.update({f"validation/{part}": value for part, value in values.items()})
-            pretrain_end = auto_pretrain_check(plateaus, converged, values, update, args, run_dir)
+        is_log = update % args.log_freq == 0
+        if use_auto and phase == "pretrain" and (is_log or update == pretrain_end):
+            val = utils.table_rows(table, widths, val_rows)
+            info, pretrain_end = auto_pretrain(
+                actor, critic, val, plateaus, converged, update, args, run_dir
+            )
+            losses.update(info)
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
-        if update % args.log_freq == 0 or is_eval:
+        if is_log or is_eval:
             log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
             losses.clear()
         if is_eval:
-            row = log.evaluation(update, phase, *evaluation(policy, update))
+            row = log.evaluation(update, phase, policy, envs, ref)
             if args.save_model:
-                extra = dict(plateaus={p: q.history for p, q in plateaus.items()}, converged=converged)
-                extra["pretrain_end"] = pretrain_end
-                utils.save_checkpoint(run_dir, state, row, args, obs_mean=obs_mean, obs_std=obs_std, **extra)
+                extra = dict(obs_mean=obs_mean, obs_std=obs_std, pretrain_end=pretrain_end)
+                extra.update(converged=converged)
+                extra["plateaus"] = {p: q.history for p, q in plateaus.items()}
+                utils.save_checkpoint(run_dir, state, row, args, **extra)
 
-    evaluation.final(policy, args.final_episodes)
-    evaluation.close()
+    utils.final_evaluation(policy, dataset, args, ref, run_dir)
+    envs.close()
     log.finish(args.score_window)
     return run_dir
 

@@ -1,72 +1,43 @@
-"""The plumbing that the four *_pretrain.py scripts share, and no algorithm code (no losses, returns or
-networks): dataset names, loading and flattening; reference scores and evaluation (videos included); and
-the run bookkeeping that is identical everywhere: flag checks, the run directory and its config.json,
-checkpoint save/load over a script's `state` dict, resume, logs (eval.csv, losses.csv, status lines,
-the wandb mirror), batches from one table, the --pretrain-steps auto bookkeeping and the `__main__`
-error handler. Copy one script plus this file and it runs.
-
-Command line (the "embedded" offline dataset, see README "Data"):
-    python utils.py build-random hopper --steps 100000
-    python utils.py list
+"""What the four *_pretrain.py scripts share, and no algorithm code: dataset names, loading and
+flattening; reference scores and evaluation; and the least plumbing every run needs (flag
+checks, config, run directory, checkpoints, the logger, batches). Copy a script with this file.
 """
 
-from __future__ import annotations
-
-import argparse
+import csv
+import difflib
 import json
 import os
 import random
 import sys
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+import gymnasium as gym
 import numpy as np
+import torch
 
-# --------------------------------------------------------------------------------------------
-# Dataset names
-# --------------------------------------------------------------------------------------------
-MUJOCO_TASKS = ("hopper", "halfcheetah", "walker2d", "ant")
-MUJOCO_LEVELS = ("expert", "medium", "simple")
+# -------- Datasets --------------------------------------------------------------------------------
+# task: (Gymnasium env, D4RL's time limit, D4RL's reference returns (random, expert))
+TASKS = {
+    "hopper": ("Hopper-v5", 1000, (-20.272305, 3234.3)),
+    "halfcheetah": ("HalfCheetah-v5", 1000, (-280.178953, 12135.0)),
+    "walker2d": ("Walker2d-v5", 1000, (1.629008, 4592.3)),
+    "ant": ("Ant-v5", 1000, (-325.6, 3879.7)),
+    "pen": ("AdroitHandPen-v1", 100, (96.262799, 3076.8331)),
+    "door": ("AdroitHandDoor-v1", 200, (-56.512833, 2880.5693)),
+    "hammer": ("AdroitHandHammer-v1", 200, (-274.856578, 12794.1348)),
+    "relocate": ("AdroitHandRelocate-v1", 200, (-6.425911, 4233.8778)),
+}
 ADROIT_TASKS = ("pen", "door", "hammer", "relocate")
-ADROIT_LEVELS = ("human", "cloned", "expert")
-
-# D4RL-style short name -> Minari id. `<task>-random` is the dataset that `build-random` makes
-# locally (Minari hosts no random sets for these tasks).
-SHORT_NAMES: Dict[str, str] = {}
-for _task in MUJOCO_TASKS:
-    for _level in MUJOCO_LEVELS:
-        SHORT_NAMES[f"{_task}-{_level}"] = f"mujoco/{_task}/{_level}-v0"
-for _task in ADROIT_TASKS:
-    for _level in ADROIT_LEVELS:
-        SHORT_NAMES[f"{_task}-{_level}"] = f"D4RL/{_task}/{_level}-v2"
-for _task in MUJOCO_TASKS + ADROIT_TASKS:
-    SHORT_NAMES[f"{_task}-random"] = f"local/{_task}/random-v0"
-
-# D4RL reference returns (d4rl/infos.py): (random, expert). Used when a dataset's metadata has none
-# (Minari's mujoco/*-v0 sets carry no reference scores).
-D4RL_REF_SCORES: Dict[str, Tuple[float, float]] = {
-    "hopper": (-20.272305, 3234.3),
-    "halfcheetah": (-280.178953, 12135.0),
-    "walker2d": (1.629008, 4592.3),
-    "ant": (-325.6, 3879.7),
-    "pen": (96.262799, 3076.8331),
-    "door": (-56.512833, 2880.5693),
-    "hammer": (-274.856578, 12794.1348),
-    "relocate": (-6.425911, 4233.8778),
-}
-
-# Gymnasium environments of each task: (env id, D4RL time limit).
-TASK_ENVS: Dict[str, Tuple[str, int]] = {
-    "hopper": ("Hopper-v5", 1000),
-    "halfcheetah": ("HalfCheetah-v5", 1000),
-    "walker2d": ("Walker2d-v5", 1000),
-    "ant": ("Ant-v5", 1000),
-    "pen": ("AdroitHandPen-v1", 100),
-    "door": ("AdroitHandDoor-v1", 200),
-    "hammer": ("AdroitHandHammer-v1", 200),
-    "relocate": ("AdroitHandRelocate-v1", 200),
-}
+# The paper's Adroit protocol (Table 4): task: (evaluation time limit, re-measured random score)
+PAPER_PROTOCOL = {"pen": (100, -162.09), "door": (300, -84.52), "hammer": (624, -856.83)}
+PAPER_PROTOCOL["relocate"] = (527, -37.95)
+# D4RL-style short name -> Minari id; `<task>-random` is built by tools/build_random.py
+SHORT_NAMES = {f"{t}-random": f"local/{t}/random-v0" for t in TASKS}
+for _t in TASKS:
+    _adroit = _t in ADROIT_TASKS
+    for _x in ("human", "cloned", "expert") if _adroit else ("expert", "medium", "simple"):
+        SHORT_NAMES[f"{_t}-{_x}"] = f"D4RL/{_t}/{_x}-v2" if _adroit else f"mujoco/{_t}/{_x}-v0"
 
 
 class DatasetError(RuntimeError):
@@ -74,347 +45,198 @@ class DatasetError(RuntimeError):
 
 
 class ConfigError(ValueError):
-    """A bad flag or run directory. The scripts report it (and DatasetError) as one `error:` line; any
-    other exception, e.g. from a loss you edited, keeps its traceback."""
+    """A bad flag or run directory. `cli` prints it (and DatasetError) as one `error:` line."""
 
 
 def resolve_dataset_id(name: str) -> str:
-    """D4RL-style short name (`hopper-medium`) -> Minari id; a full id (with a `/`) passes through."""
-    if "/" in name:
-        return name
-    if name in SHORT_NAMES:
-        return SHORT_NAMES[name]
-    known = ", ".join(sorted(SHORT_NAMES))
-    raise DatasetError(
-        f"unknown env id '{name}'. Use a short name ({known}) "
-        f"or a full Minari dataset id such as 'mujoco/hopper/medium-v0' or 'local/hopper/medium-v0'."
-    )
+    """D4RL-style short name (`hopper-medium`) -> Minari id; a full id (with a `/`) passes."""
+    if "/" in name or name in SHORT_NAMES:
+        return SHORT_NAMES.get(name, name)
+    close = difflib.get_close_matches(name, SHORT_NAMES, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    names = ", ".join(sorted(SHORT_NAMES))
+    raise DatasetError(f"unknown env id '{name}': {hint}use a short name ({names}) or a Minari id")
 
 
-def task_of(dataset_id: str) -> Optional[str]:
-    """The task ('hopper', 'pen', ...) a dataset id or short name refers to, if it is a known one."""
-    for part in dataset_id.replace("-", "/").split("/"):
-        if part in D4RL_REF_SCORES:
-            return part
-    return None
+def task_of(dataset_id: str):
+    """The task ('hopper', 'pen', ...) of a dataset id or short name, if it is a known one."""
+    return next((p for p in dataset_id.replace("-", "/").split("/") if p in TASKS), None)
 
 
-def minari_root() -> str:
-    return os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+def dataset_path(dataset_id: str) -> str:
+    root = os.environ.get("MINARI_DATASETS_PATH", os.path.expanduser("~/.minari/datasets"))
+    return os.path.join(root, dataset_id)
 
 
 def load_dataset(name: str, download: bool = True):
-    """Load a Minari dataset by short name or id: local first, then (if `download`) Minari's hub."""
+    """A Minari dataset by short name or id: the local copy, else (`download`) Minari's hub."""
     import minari
 
     dataset_id = resolve_dataset_id(name)
-    path = os.path.join(minari_root(), dataset_id)
+    path = dataset_path(dataset_id)
     if os.path.exists(os.path.join(path, "data")):
         try:
             return minari.load_dataset(dataset_id)
-        except (OSError, KeyError, ValueError) as e:  # h5py/json errors of a damaged or half-written copy
-            raise unreadable_dataset(dataset_id, path, e) from e
-    if dataset_id.startswith("local/") and dataset_id.endswith("/random-v0"):
-        task = dataset_id.split("/")[1]
-        raise DatasetError(
-            f"dataset '{dataset_id}' not found at {path}. It is built locally, not downloaded: "
-            f"run `python utils.py build-random {task}` (or set MINARI_DATASETS_PATH to the root holding it)."
-        )
+        except (OSError, KeyError, ValueError) as e:  # a damaged or half-written copy
+            raise unreadable(dataset_id, e) from e
+    if dataset_id.endswith("/random-v0") and dataset_id.startswith("local/"):
+        build = f"python tools/build_random.py {dataset_id.split('/')[1]}"
+        raise DatasetError(f"dataset '{dataset_id}' not found at {path}: build it with `{build}`")
     if not download:
-        raise DatasetError(f"dataset '{dataset_id}' not found at {path} and download is off.")
+        raise DatasetError(f"dataset '{dataset_id}' not found at {path} and download is off")
     try:
         minari.download_dataset(dataset_id)
         return minari.load_dataset(dataset_id)
-    except Exception as e:  # network, unknown remote id, version mismatch: all end the same way
+    except Exception as e:  # network, unknown remote id, version mismatch: one message
         raise DatasetError(
-            f"dataset '{dataset_id}' is not available locally (searched {path}) and could not be "
-            f"downloaded: {type(e).__name__}: {e}\n"
-            f"Fix: on a machine with network run `minari download {dataset_id}` and copy "
-            f"~/.minari/datasets/{dataset_id} to {path}, or set MINARI_DATASETS_PATH to a Minari root "
-            f"that holds it (any local Minari root works, e.g. one holding datasets you built yourself), "
-            f"or build a random dataset offline with `python utils.py build-random <task>`."
+            f"dataset '{dataset_id}' is not available locally (searched {path}) and could not "
+            f"be downloaded ({type(e).__name__}: {e}). Fix: run `minari download {dataset_id}` "
+            f"where there is network and copy the folder to {path}, or set "
+            "MINARI_DATASETS_PATH to a Minari root that holds it"
         ) from e
 
 
-def unreadable_dataset(dataset_id: str, path: str, error: Exception) -> DatasetError:
-    """The error for a dataset folder whose files cannot be read (truncated or corrupt HDF5, bad metadata)."""
-    if dataset_id.startswith("local/") and dataset_id.endswith("/random-v0"):
-        fix = f"rebuild it: `python utils.py build-random {dataset_id.split('/')[1]} --overwrite`"
-    elif dataset_id.startswith("local/"):
-        fix = "rebuild it with the tool that made it"
-    else:
-        fix = f"delete {path} and download it again: `minari download {dataset_id}`"
+def unreadable(dataset_id: str, error: Exception) -> DatasetError:
+    """The error for a dataset whose files cannot be read (a truncated HDF5, bad metadata)."""
+    path = dataset_path(dataset_id)
+    fix = f"delete {path} and download it again: `minari download {dataset_id}`"
+    if dataset_id.startswith("local/"):
+        task = dataset_id.split("/")[1]
+        fix = f"rebuild it: `python tools/build_random.py {task} --overwrite`"
+        fix = fix if dataset_id.endswith("/random-v0") else "rebuild it with the tool that made it"
     data_file = os.path.join(path, "data", "main_data.hdf5")
     where = data_file if os.path.exists(data_file) else path
-    return DatasetError(
-        f"dataset '{dataset_id}': {where} cannot be read ({type(error).__name__}: {error}); "
-        f"the file is damaged or incomplete (an interrupted download or build?). Fix: {fix}."
-    )
+    problem = f"{where} cannot be read ({type(error).__name__}: {error})"
+    return DatasetError(f"dataset '{dataset_id}': {problem}; damaged or incomplete. Fix: {fix}")
 
 
-def flatten_dataset(dataset) -> Dict[str, np.ndarray]:
-    """Whole dataset as flat float32 arrays (one read per episode and key, no per-step Python).
-
-    Keys: observations, actions, rewards, next_observations, terminations, truncations. The last
-    step of every episode that did not terminate counts as truncated (its tail is unknown).
-    """
-    import gymnasium as gym
-
+def flatten_dataset(dataset) -> dict:
+    """The dataset as flat float32 arrays, one read per episode and key; an episode's last step
+    that did not terminate counts as truncated (its tail is unknown)."""
+    name = dataset.spec.dataset_id
     if not isinstance(dataset.observation_space, gym.spaces.Box):
-        raise DatasetError(
-            f"only Box observations are supported, this dataset has {dataset.observation_space}; "
-            "flatten them into a Box before training."
-        )
+        space = dataset.observation_space
+        raise DatasetError(f"{name}: only Box observations are supported, not {space}")
     try:
         episodes = list(dataset.storage.get_episodes(dataset.episode_indices))
     except (OSError, KeyError) as e:  # a data file damaged after its metadata was read
-        path = os.path.join(minari_root(), dataset.spec.dataset_id)
-        raise unreadable_dataset(dataset.spec.dataset_id, path, e) from e
+        raise unreadable(name, e) from e
     if not episodes:
-        raise DatasetError(f"dataset {dataset.spec.dataset_id} has no episodes")
-    obs = [np.asarray(ep["observations"], dtype=np.float32) for ep in episodes]
-    terms = [np.asarray(ep["terminations"], dtype=bool) for ep in episodes]
-    truncs = [np.asarray(ep["truncations"], dtype=bool).copy() for ep in episodes]
-    for te, tr in zip(terms, truncs):
-        if len(te) and not te[-1]:
-            tr[-1] = True
-    data = {
-        "observations": np.concatenate([o[:-1] for o in obs]),
-        "actions": np.concatenate(
-            [np.asarray(ep["actions"], dtype=np.float32).reshape(len(ep["rewards"]), -1) for ep in episodes]
-        ),
-        "rewards": np.concatenate([np.asarray(ep["rewards"], dtype=np.float32) for ep in episodes]),
-        "next_observations": np.concatenate([o[1:] for o in obs]),
-        "terminations": np.concatenate(terms).astype(np.float32),
-        "truncations": np.concatenate(truncs).astype(np.float32),
-    }
+        raise DatasetError(f"dataset {name} has no episodes")
+    field = lambda key, dtype=np.float32: [np.asarray(ep[key], dtype) for ep in episodes]
+    obs = field("observations")
+    terms = field("terminations", bool)
+    truncs = [t.copy() for t in field("truncations", bool)]
+    for term, trunc in zip(terms, truncs):
+        trunc[-1:] |= ~term[-1:]
+    data = dict(observations=np.concatenate([o[:-1] for o in obs]))
+    data["actions"] = np.concatenate([a.reshape(len(a), -1) for a in field("actions")])
+    data["rewards"] = np.concatenate(field("rewards"))
+    data["next_observations"] = np.concatenate([o[1:] for o in obs])
+    data["terminations"] = np.concatenate(terms).astype(np.float32)
+    data["truncations"] = np.concatenate(truncs).astype(np.float32)
     for key, value in data.items():
         if not np.isfinite(value).all():
-            raise DatasetError(
-                f"dataset {dataset.spec.dataset_id}: {key} holds NaN or inf values; clean the dataset first"
-            )
+            raise DatasetError(f"dataset {name}: {key} holds NaN or inf; clean the dataset first")
     return data
 
 
-# --------------------------------------------------------------------------------------------
-# Scores and evaluation
-# --------------------------------------------------------------------------------------------
-# The paper's Adroit protocol (Table 4): longer evaluation time limit and re-measured random score.
-PAPER_PROTOCOL: Dict[str, Tuple[int, float]] = {
-    "pen": (100, -162.09),
-    "door": (300, -84.52),
-    "hammer": (624, -856.83),
-    "relocate": (527, -37.95),
-}
+# -------- Budgets, scores and evaluation ----------------------------------------------------------
+def paper_budget(task):
+    """(total updates, pretraining updates, score window): Adroit 300k, 200k and the mean over
+    200k-300k (Appendix G); else 1M, 50k and none."""
+    if task in ADROIT_TASKS:
+        return 300_000, 200_000, (200_000, 300_000)
+    return 1_000_000, 50_000, None
 
 
-# Training budget (total updates, pretraining updates) and score window of the paper, by task family.
-ADROIT_TASKS_BUDGET = (300_000, 200_000)
-DEFAULT_BUDGET = (1_000_000, 50_000)
-ADROIT_SCORE_WINDOW = (200_000, 300_000)
-
-
-def default_budget(task: Optional[str]) -> Tuple[int, int]:
-    """(total updates, pretraining updates): Adroit 300k / 200k (paper Appendix G), else 1M / 50k."""
-    return ADROIT_TASKS_BUDGET if task in ADROIT_TASKS else DEFAULT_BUDGET
-
-
-def default_score_window(task: Optional[str]) -> Optional[Tuple[int, int]]:
-    """The paper's Adroit window (mean over evaluations in 200k-300k updates); None elsewhere."""
-    return ADROIT_SCORE_WINDOW if task in ADROIT_TASKS else None
-
-
-def summarize_run(csv_path: str, window: Optional[Tuple[int, int]]) -> Dict[str, float]:
-    """Final evaluation, the --final-episodes mean, and the mean normalized score over the evaluations with
-    update in [start, end]."""
-    import csv
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    last = rows[-1]
-    summary = {
-        "final_update": int(last["update"]),
-        "final_return": float(last["return_mean"]),
-        "final_normalized": float(last["normalized_mean"]),
-    }
-    final_path = os.path.join(os.path.dirname(csv_path), "final_returns.csv")
-    if os.path.exists(final_path):  # --final-episodes
-        with open(final_path) as f:
-            scores = [float(r["normalized"]) for r in csv.DictReader(f)]
-        summary.update(final_episodes=len(scores), final_episodes_normalized=float(np.mean(scores)))
-    if window is not None:
-        inside = [float(r["normalized_mean"]) for r in rows if window[0] <= int(r["update"]) <= window[1]]
-        summary.update(
-            window_start=window[0],
-            window_end=window[1],
-            window_evaluations=len(inside),
-            window_normalized=float(np.mean(inside)) if inside else float("nan"),
-        )
-    with open(os.path.join(os.path.dirname(csv_path), "summary.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, list(summary))
-        writer.writeheader()
-        writer.writerow(summary)
-    return summary
-
-
-def reference_scores(dataset, protocol: str = "d4rl") -> Optional[Tuple[float, float]]:
-    """(min, max) reference returns: dataset metadata, else D4RL's table, else None (raw returns only)."""
+def reference_scores(dataset, protocol: str = "d4rl"):
+    """(min, max) reference returns: the dataset's metadata, else D4RL's table, else None."""
     meta = dataset.storage.metadata
     task = task_of(dataset.spec.dataset_id)
-    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
-    if lo is None or hi is None:
-        if task is None:
-            return None
-        lo, hi = D4RL_REF_SCORES[task]
-    if protocol == "paper" and task in PAPER_PROTOCOL:
-        lo = PAPER_PROTOCOL[task][1]
-    return float(lo), float(hi)
+    ref = (meta.get("ref_min_score"), meta.get("ref_max_score"))
+    if None in ref:
+        ref = TASKS[task][2] if task else None
+    if ref and protocol == "paper" and task in PAPER_PROTOCOL:
+        ref = (PAPER_PROTOCOL[task][1], ref[1])
+    return ref and (float(ref[0]), float(ref[1]))
 
 
-def eval_time_limit(dataset, protocol: str = "d4rl") -> Optional[int]:
-    """The evaluation time limit a protocol sets, None to keep the dataset's eval env's: on the Adroit tasks
-    `d4rl` is D4RL's (pen 100, door/hammer/relocate 200), which its reference scores were measured at (Minari's
-    D4RL/pen sets evaluate for 200 steps, which inflates pen's scores), `paper` the paper's Table 4."""
+def eval_time_limit(dataset, protocol: str = "d4rl"):
+    """The protocol's time limit (None: the eval env's own). Adroit under `d4rl`: D4RL's, where
+    its reference scores were measured (Minari's pen sets say 200, not 100); `paper`: Table 4."""
     if protocol not in ("d4rl", "paper"):
         raise ValueError(f"unknown eval protocol '{protocol}': use 'd4rl' or 'paper'")
     task = task_of(dataset.spec.dataset_id)
     if protocol == "paper" and task in PAPER_PROTOCOL:
         return PAPER_PROTOCOL[task][0]
-    return TASK_ENVS[task][1] if task in ADROIT_TASKS else None
+    return TASKS[task][1] if task in ADROIT_TASKS else None
 
 
-def dataset_time_limit(dataset) -> Optional[int]:
-    """The time limit of the dataset's own evaluation environment (its eval_env_spec, else its env_spec)."""
-    meta = dataset.storage.metadata
-    spec = meta.get("eval_env_spec") or meta.get("env_spec")
-    spec = json.loads(spec) if isinstance(spec, str) else spec
-    return spec.get("max_episode_steps") if spec else None
+def dataset_time_limit(dataset):
+    """The time limit of the dataset's own evaluation environment."""
+    spec = dataset.storage.metadata.get("eval_env_spec") or dataset.storage.metadata.get("env_spec")
+    return json.loads(spec).get("max_episode_steps") if isinstance(spec, str) else None
 
 
-def normalized_score(returns, ref: Optional[Tuple[float, float]]):
+def normalized_score(returns, ref):
     """100 (R - min) / (max - min); NaN where no reference scores are known."""
     returns = np.asarray(returns, dtype=np.float64)
     if ref is None:
         return np.full_like(returns, np.nan)
-    lo, hi = ref
-    return 100.0 * (returns - lo) / (hi - lo)
+    return 100.0 * (returns - ref[0]) / (ref[1] - ref[0])
 
 
-def print_run_header(dataset, data: Dict[str, np.ndarray], ref, protocol: str, device, run_dir: str):
-    """What a run trains on and where it writes, printed at its start."""
-    print(
-        f"dataset {dataset.spec.dataset_id}: {len(data['rewards'])} transitions, {dataset.total_episodes} episodes; "
-        f"device {device}; run dir {run_dir}"
-    )
-    own, limit = dataset_time_limit(dataset), eval_time_limit(dataset, protocol)
-    print(
-        f"evaluation ({protocol} protocol): episodes of at most {limit or own} steps; "
-        + (
-            f"reference scores random {ref[0]}, expert {ref[1]}"
-            if ref
-            else f"no reference scores for {dataset.spec.dataset_id} (not in its metadata nor in D4RL's table): "
-            "raw returns only"
-        )
-    )
-    if limit is not None and own != limit:
-        print(f"the dataset's eval env stops episodes at {own} steps: overridden to {limit} ({protocol} protocol)")
-
-
-def state_normalizer(observations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of the dataset's observations, std + 1e-3 (TD3+BC's), applied in training and evaluation."""
+def state_normalizer(observations):
+    """(mean, std + 1e-3) of the observations (TD3+BC's), used in training and evaluation."""
     return observations.mean(0), observations.std(0) + 1e-3
 
 
 def eval_seeds(seed: int, episodes: int, base: int = 1_000_000) -> list:
-    """Episode i of every evaluation of a run is seeded base + seed * episodes + i: the same episodes at
-    each evaluation, different ones per episode and per seed (the final evaluation: base 2_000_000)."""
+    """Episode i of every evaluation is seeded base + seed * episodes + i: the same episodes at
+    each evaluation, others per seed (the final evaluation: base 2_000_000)."""
     return [base + seed * episodes + i for i in range(episodes)]
 
 
-def _register_env_libs(env_id: str):
-    import gymnasium as gym
-
-    if "Adroit" in env_id:
+def make_eval_envs(dataset, args, episodes=None, render: bool = False):
+    """`episodes` (default --eval-episodes) eval envs of the dataset under the protocol's time
+    limit, as one vector env; `render`: offscreen rgb_array (EGL unless MUJOCO_GL says)."""
+    if dataset.env_spec is not None and "Adroit" in dataset.env_spec.id:
         import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
-
-
-def make_eval_envs(dataset, num_envs: int, max_episode_steps: Optional[int] = None, render: bool = False):
-    """A vector env of the dataset's evaluation environment (`recover_environment(eval_env=True)`); `render`:
-    rgb_array rendering offscreen (MuJoCo through EGL unless MUJOCO_GL says otherwise), checked on one frame."""
-    import gymnasium as gym
-
-    if dataset.env_spec is not None:
-        _register_env_libs(dataset.env_spec.id)
-    kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    limit = eval_time_limit(dataset, args.eval_protocol)
+    kwargs = {} if limit is None else {"max_episode_steps": limit}
     if render:
         if not os.environ.get("DISPLAY"):
-            os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is first imported, by the env below
+            os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is first imported
         kwargs["render_mode"] = "rgb_array"
+    make = lambda: dataset.recover_environment(eval_env=True, **kwargs)
     try:
-        envs = gym.vector.SyncVectorEnv([lambda: dataset.recover_environment(eval_env=True, **kwargs)] * num_envs)
+        envs = gym.vector.SyncVectorEnv([make] * (episodes or args.eval_episodes))
         if render:
             envs.reset(seed=0)
             envs.envs[0].render()
-    except Exception as e:  # GL libraries missing: MuJoCo raises FatalError, PyOpenGL AttributeError, ...
+    except Exception as e:  # GL missing: MuJoCo's FatalError, PyOpenGL's AttributeError, ...
         if not render:
             raise
-        gl = os.environ.get("MUJOCO_GL", "glfw")
-        raise ConfigError(
-            f"--capture-video: offscreen rendering failed (MUJOCO_GL={gl}: {type(e).__name__}: {e}). Render "
-            "with EGL: MUJOCO_GL=egl, which needs the EGL library (Debian/Ubuntu: apt install libegl1), or with "
-            "OSMesa: MUJOCO_GL=osmesa (apt install libosmesa6); or run without --capture-video"
-        ) from e
+        gl = f"MUJOCO_GL={os.environ.get('MUJOCO_GL', 'glfw')}: {type(e).__name__}: {e}"
+        fix = "MUJOCO_GL=egl (apt install libegl1) or MUJOCO_GL=osmesa (apt install libosmesa6)"
+        raise ConfigError(f"--capture-video: offscreen rendering failed ({gl}); use {fix}") from e
     return envs
 
 
-class VideoWriter:
-    """Frames to an MP4 file as they come (H.264 through imageio-ffmpeg, whose wheel ships ffmpeg)."""
-
-    def __init__(self, path: str, frame, fps: float):
-        import imageio_ffmpeg
-
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        height, width = frame.shape[:2]
-        self.writer = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, macro_block_size=1)
-        self.writer.send(None)
-        self.add(frame)
-
-    def add(self, frame):
-        self.writer.send(np.ascontiguousarray(frame))
-
-    def close(self):
-        self.writer.close()
-
-
-def evaluate(
-    policy: Callable[[np.ndarray], np.ndarray],
-    envs,
-    obs_mean: np.ndarray,
-    obs_std: np.ndarray,
-    seeds: Sequence[int],
-    ref: Optional[Tuple[float, float]],
-    video: Optional[str] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """One episode per sub-env, all in parallel; `policy` gets normalized float32 observations.
-
-    Returns (episode returns, normalized scores). Episode i is seeded with seeds[i]. `video`: the first
-    episode, from its first state to its last, rendered to that MP4 file (envs made with render=True).
-    """
-    n = envs.num_envs
-    assert len(seeds) == n, "one seed per sub-environment"
+def evaluate(policy, envs, seeds, ref, video=None):
+    """(returns, normalized scores): one episode per sub-env, in parallel, episode i seeded
+    seeds[i]; `policy` maps raw observations to actions. `video`: the first episode to MP4."""
     obs, _ = envs.reset(seed=[int(s) for s in seeds])
-    writer = video and VideoWriter(video, envs.envs[0].render(), envs.envs[0].metadata.get("render_fps", 30))
-    returns = np.zeros(n)
-    done = np.zeros(n, dtype=bool)
+    writer = video and video_writer(video, envs.envs[0])
+    returns = np.zeros(envs.num_envs)
+    done = np.zeros(envs.num_envs, dtype=bool)
     while not done.all():
-        action = policy(((obs - obs_mean) / obs_std).astype(np.float32))
-        obs, reward, term, trunc, _ = envs.step(action)
+        obs, reward, term, trunc, _ = envs.step(policy(obs))
         if writer and not done[0]:
-            writer.add(envs.envs[0].render())
+            writer.send(np.ascontiguousarray(envs.envs[0].render()))
         returns += np.where(done, 0.0, reward)
         done |= term | trunc
     if writer:
@@ -422,342 +244,320 @@ def evaluate(
     return returns, normalized_score(returns, ref)
 
 
-class Evaluation:
-    """A run's evaluations: --eval-episodes episodes of the dataset's eval env in parallel under the protocol's
-    time limit, seeded the same at every call; with --capture-video the first one is rendered to
-    videos/update_<N>.mp4 in the run directory."""
+def video_writer(path: str, env):
+    """An MP4 writer (H.264 by imageio-ffmpeg, whose wheel ships ffmpeg) holding env's frame."""
+    import imageio_ffmpeg
 
-    def __init__(self, dataset, args, ref, obs_mean, obs_std, run_dir: str):
-        self.dataset, self.seed, self.run_dir = dataset, args.seed, run_dir
-        self.limit = eval_time_limit(dataset, args.eval_protocol)
-        self.envs = make_eval_envs(dataset, args.eval_episodes, self.limit, render=args.capture_video)
-        self.seeds, self.ref = eval_seeds(args.seed, args.eval_episodes), ref
-        self.obs_mean, self.obs_std = obs_mean, obs_std
-        self.videos = os.path.join(run_dir, "videos") if args.capture_video else None
-
-    def __call__(self, policy, update: int):
-        """(returns, normalized scores, the video's path or None) of one evaluation at `update`."""
-        video = self.videos and os.path.join(self.videos, f"update_{update}.mp4")
-        return (*evaluate(policy, self.envs, self.obs_mean, self.obs_std, self.seeds, self.ref, video), video)
-
-    def final(self, policy, episodes: int):
-        """--final-episodes: one last evaluation of that many episodes (the paper's code: 100), their own seeds,
-        a row each in final_returns.csv; skipped when the file exists (a resumed run that had written it)."""
-        import csv
-
-        path = os.path.join(self.run_dir, "final_returns.csv")
-        if episodes < 1 or os.path.exists(path):
-            return
-        envs = make_eval_envs(self.dataset, episodes, self.limit)
-        seeds = eval_seeds(self.seed, episodes, base=2_000_000)
-        try:
-            returns, scores = evaluate(policy, envs, self.obs_mean, self.obs_std, seeds, self.ref)
-        finally:
-            envs.close()
-        with open(path + ".tmp", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(FINAL_FIELDS)
-            writer.writerows(zip(range(episodes), seeds, returns.tolist(), scores.tolist()))
-        os.replace(path + ".tmp", path)
-        print(
-            f"final evaluation, {episodes} episodes: normalized {np.mean(scores):.1f} ± {np.std(scores):.1f} ({path})"
-        )
-
-    def close(self):
-        self.envs.close()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    frame = np.ascontiguousarray(env.render())
+    fps = env.metadata.get("render_fps", 30)
+    writer = imageio_ffmpeg.write_frames(path, frame.shape[1::-1], fps=fps, macro_block_size=1)
+    writer.send(None)
+    writer.send(frame)
+    return writer
 
 
-# --------------------------------------------------------------------------------------------
-# What a run writes: eval.csv, losses.csv and the lines it prints
-# --------------------------------------------------------------------------------------------
-EVAL_FIELDS = [
-    "update",
-    "phase",
-    "wall_s",
-    "train_s",
-    "updates_per_s",
-    "return_mean",
-    "return_std",
-    "normalized_mean",
-    "normalized_std",
-]
+def final_evaluation(policy, dataset, args, ref, run_dir: str):
+    """--final-episodes: one last evaluation (the paper's code: 100 episodes), its own seeds, a
+    row each in final_returns.csv; skipped if that exists (a resumed run had written it)."""
+    path = os.path.join(run_dir, "final_returns.csv")
+    if args.final_episodes < 1 or os.path.exists(path):
+        return
+    envs = make_eval_envs(dataset, args, args.final_episodes)
+    seeds = eval_seeds(args.seed, args.final_episodes, base=2_000_000)
+    try:
+        returns, scores = evaluate(policy, envs, seeds, ref)
+    finally:
+        envs.close()
+    rows = zip(range(len(seeds)), seeds, returns.tolist(), scores.tolist())
+    write_csv(path + ".tmp", ["episode", "seed", "return", "normalized"], rows)
+    os.replace(path + ".tmp", path)
+    score = f"{np.mean(scores):.1f} ± {np.std(scores):.1f}"
+    print(f"final evaluation, {len(seeds)} episodes: normalized {score} ({path})")
+
+
+def window_score(updates, scores, window) -> float:
+    """The mean score of the evaluations with update in [start, end]; NaN if none."""
+    updates = np.asarray(updates)
+    inside = np.asarray(scores)[(updates >= window[0]) & (updates <= window[1])]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
+def summarize_run(run_dir: str, window) -> dict:
+    """summary.csv: the last evaluation (final_*), the --final-episodes mean (final_episodes_*)
+    and the mean over --score-window (window_*)."""
+    rows = read_csv(os.path.join(run_dir, "eval.csv"))
+    updates = [int(r["update"]) for r in rows]
+    scores = [float(r["normalized_mean"]) for r in rows]
+    summary = {"final_update": updates[-1], "final_return": float(rows[-1]["return_mean"])}
+    summary["final_normalized"] = scores[-1]
+    final_path = os.path.join(run_dir, "final_returns.csv")
+    if os.path.exists(final_path):
+        final = [float(r["normalized"]) for r in read_csv(final_path)]
+        summary.update(final_episodes=len(final), final_episodes_normalized=float(np.mean(final)))
+    if window is not None:
+        summary.update(window_start=window[0], window_end=window[1])
+        summary["window_evaluations"] = sum(window[0] <= u <= window[1] for u in updates)
+        summary["window_normalized"] = window_score(updates, scores, window)
+    write_csv(os.path.join(run_dir, "summary.csv"), list(summary), [summary])
+    return summary
+
+
+def read_csv(path: str) -> list:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: str, fields, rows, mode: str = "w"):
+    """Rows (dicts, or sequences in `fields` order) to a CSV file; the header unless appending."""
+    with open(path, mode, newline="") as f:
+        writer = csv.writer(f)
+        if mode == "w":
+            writer.writerow(fields)
+        writer.writerows([r[k] for k in fields] if isinstance(r, dict) else r for r in rows)
+
+
+# -------- The logger: eval.csv, losses.csv, the status lines, the wandb mirror --------------------
+EVAL_FIELDS = ["update", "phase", "wall_s", "train_s", "updates_per_s"]
+EVAL_FIELDS += ["return_mean", "return_std", "normalized_mean", "normalized_std"]
 LOSS_FIELDS = ["update", "phase", "name", "value"]
-FINAL_FIELDS = ["episode", "seed", "return", "normalized"]
-
-
-class Plateau:
-    """`--pretrain-steps auto`: when has a supervised loss converged? Fed the validation loss at every check
-    (every --log-freq updates), it answers True once the best value so far improved by less than `tol`
-    (relative) over the last `patience` checks, i.e. (best `patience` checks ago - best now) <= tol |best then|.
-    Never before `patience` + 1 checks; the caller applies the cap. `history` is its whole state (checkpointed)."""
-
-    def __init__(self, tol: float = 0.01, patience: int = 5, history: Optional[Sequence[float]] = None):
-        self.tol, self.patience, self.history = tol, patience, list(history or [])
-
-    def update(self, value: float) -> bool:
-        if not np.isfinite(value):
-            raise FloatingPointError(f"validation loss is {value}: pretraining diverged")
-        self.history.append(float(value))
-        if len(self.history) <= self.patience:
-            return False
-        best = np.minimum.accumulate(self.history)
-        then, now = best[-1 - self.patience], best[-1]
-        return bool(then - now <= self.tol * abs(then))
-
-
-def rate(ups: float) -> str:
-    """Updates/s as printed: one decimal below 100 (EDAC's 12.6), none above (TD3+BC's 187)."""
-    return f"{ups:.1f}" if ups < 100 else f"{ups:.0f}"
 
 
 class RunLog:
-    """eval.csv (a row per evaluation), losses.csv (a row per logged value, long format: pivot on
-    `name` to get columns), the progress lines and the clocks: wall-clock since the start and training
-    time (evaluations excluded), both carried over a resume. Resuming at update U (`resume`: the
-    checkpoint's update, wall_s and train_s) drops the rows after U, which the resumed run writes again."""
+    """eval.csv (a row per evaluation), losses.csv (a row per logged value), the status lines,
+    two clocks (wall-clock; training time, evaluations excluded) and, with --track, wandb.
+    Resuming at update U (`ckpt`) drops the rows after U, which the run then writes again."""
 
-    def __init__(self, run_dir: str, total: int, resume: Optional[dict] = None, wandb=None):
-        import csv
-
-        self.wandb = wandb  # --track: every logged value and evaluation mirrored there
-        resume_update = None if resume is None else resume["update"]
-        self.total, self.last_score, self.ups = total, float("nan"), float("nan")
-        self.start = time.time() - (resume["wall_s"] if resume else 0.0)
-        self.train_s = resume["train_s"] if resume else 0.0
-        self.mark, self.mark_update = time.time(), resume_update or 0
-        self.paths = {"eval": os.path.join(run_dir, "eval.csv"), "losses": os.path.join(run_dir, "losses.csv")}
+    def __init__(self, run_dir: str, args, ckpt=None):
+        self.run_dir = run_dir
+        self.args = args
+        self.total = args.total_timesteps
+        self.ups = float("nan")
+        self.start = time.time() - (ckpt["wall_s"] if ckpt else 0.0)
+        self.train_s = ckpt["train_s"] if ckpt else 0.0
+        self.mark = time.time()
+        self.mark_update = ckpt["update"] if ckpt else 0
         for kind, fields in (("eval", EVAL_FIELDS), ("losses", LOSS_FIELDS)):
-            rows = []
-            if resume_update is not None and os.path.exists(self.paths[kind]):
-                with open(self.paths[kind]) as f:
-                    rows = [r for r in csv.DictReader(f) if int(r["update"]) <= resume_update]
-            with open(self.paths[kind], "w", newline="") as f:
-                writer = csv.DictWriter(f, fields)
-                writer.writeheader()
-                writer.writerows(rows)
-            if kind == "eval" and rows:
-                self.last_score = float(rows[-1]["normalized_mean"])
+            path = os.path.join(run_dir, f"{kind}.csv")
+            rows = read_csv(path) if ckpt and os.path.exists(path) else []
+            write_csv(path, fields, [r for r in rows if int(r["update"]) <= ckpt["update"]])
+        self.wandb = None
+        if args.track:  # WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE work as usual
+            import wandb
 
-    def _append(self, kind: str, rows):
-        import csv
+            name = os.path.basename(run_dir)
+            project = os.environ.get("WANDB_PROJECT", "first-imitate-then-improve")
+            group = f"{args.env_id.replace('/', '-')}__{args.exp_name}"
+            config = dict(config=asdict(args), dir=run_dir, name=name, id=name[-64:], group=group)
+            self.wandb = wandb
+            wandb.init(project=project, resume="allow", save_code=True, **config)
 
-        with open(self.paths[kind], "a", newline="") as f:
-            csv.DictWriter(f, EVAL_FIELDS if kind == "eval" else LOSS_FIELDS).writerows(rows)
-
-    def losses(self, losses: Dict[str, Any], update: int, phase: str, log_freq: int) -> Dict[str, float]:
-        """One host sync for all losses of the interval; NaN/inf stops the run naming the loss; writes
-        losses.csv and prints a status line with the interval's updates/s. Returns the values as floats."""
-        import torch
-
+    def losses(self, losses: dict, update: int, phase: str, log_freq: int):
+        """One host sync for the interval's losses; NaN/inf stops the run naming the loss."""
         now = time.time()
         self.train_s += now - self.mark
-        self.ups = ups = (update - self.mark_update) / max(now - self.mark, 1e-9)
-        self.mark, self.mark_update = now, update
-        names = list(losses)
-        values = torch.stack([losses[k].detach().float() for k in names]).cpu().tolist() if names else []
-        for name, value in zip(names, values):
+        self.ups = (update - self.mark_update) / max(now - self.mark, 1e-9)
+        self.mark = now
+        self.mark_update = update
+        values = {}
+        if losses:
+            stacked = torch.stack([v.detach().float() for v in losses.values()])
+            values = dict(zip(losses, stacked.cpu().tolist()))
+        for name, value in values.items():
             if not np.isfinite(value):
-                raise FloatingPointError(
-                    f"{name} is {value} at update {update} (phase {phase}; the last check passed at update "
-                    f"{max(update - log_freq, 0)}). Lower --learning-rate or check the dataset for extreme values; "
-                    f"--resume continues from the last checkpoint if the run saved one (--save-model)"
-                )
-        values = {**dict(zip(names, values)), "charts/updates_per_second": ups}
-        self._append("losses", [{"update": update, "phase": phase, "name": k, "value": v} for k, v in values.items()])
-        left = (self.total - update) / max(ups, 1e-9)
-        shown = ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in values.items() if k.startswith("losses/"))
-        print(
-            f"[{phase} {update}/{self.total}] {rate(ups)} updates/s | {shown} | ~{left / 60:.0f} min of updates left",
-            flush=True,
-        )
+                checked = f"phase {phase}; the last check passed at update {update - log_freq}"
+                fix = "Lower --learning-rate or check the dataset; --resume continues from the "
+                fix += "last checkpoint if the run saved one (--save-model)"
+                raise FloatingPointError(f"{name} is {value} at update {update} ({checked}). {fix}")
+        values["charts/updates_per_second"] = self.ups
+        rows = [(update, phase, name, value) for name, value in values.items()]
+        write_csv(os.path.join(self.run_dir, "losses.csv"), LOSS_FIELDS, rows, mode="a")
+        shown = ", ".join(f"{k[7:]} {v:.4g}" for k, v in values.items() if k[:7] == "losses/")
+        left = (self.total - update) / max(self.ups, 1e-9) / 60
+        status = f"{self.rate()} updates/s | {shown} | ~{left:.0f} min of updates left"
+        print(f"[{phase} {update}/{self.total}] {status}", flush=True)
         if self.wandb:
             self.wandb.log({**values, "charts/phase": int(phase == "finetune")}, step=update)
-        return values
 
-    def evaluation(self, update: int, phase: str, returns, scores, video: Optional[str] = None) -> dict:
-        """Writes the evaluation's row to eval.csv and prints its line (call it right after `losses`)."""
-        self.last_score, ups = float(np.mean(scores)), self.ups
-        row = {
-            "update": update,
-            "phase": phase,
-            "wall_s": round(time.time() - self.start, 3),
-            "train_s": round(self.train_s, 3),
-            "updates_per_s": round(ups, 1),
-            "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)),
-            "normalized_mean": self.last_score,
-            "normalized_std": float(np.std(scores)),
-        }
-        self._append("eval", [row])
+    def rate(self) -> str:  # EDAC's 12.6 updates/s, TD3+BC's 187
+        return f"{self.ups:.{int(self.ups < 100)}f}"
+
+    def evaluation(self, update: int, phase: str, policy, envs, ref) -> dict:
+        """Evaluates `policy` (seeded the same every time; --capture-video: the first episode to
+        videos/update_<update>.mp4), writes the row to eval.csv and prints it."""
+        video = self.args.capture_video and f"{self.run_dir}/videos/update_{update}.mp4"
+        seeds = eval_seeds(self.args.seed, envs.num_envs)
+        returns, scores = evaluate(policy, envs, seeds, ref, video)
+        row = dict(update=update, phase=phase, wall_s=round(time.time() - self.start, 3))
+        row.update(train_s=round(self.train_s, 3), updates_per_s=round(self.ups, 1))
+        row.update(return_mean=float(np.mean(returns)), return_std=float(np.std(returns)))
+        row.update(normalized_mean=float(np.mean(scores)), normalized_std=float(np.std(scores)))
+        write_csv(os.path.join(self.run_dir, "eval.csv"), EVAL_FIELDS, [row], mode="a")
         if self.wandb:
-            values = {"eval/return": row["return_mean"], "eval/normalized_score": row["normalized_mean"]}
-            if video:  # --capture-video
+            values = {"eval/return": row["return_mean"]}
+            values["eval/normalized_score"] = row["normalized_mean"]
+            if video:
                 values["eval/video"] = self.wandb.Video(video, format="mp4")
             self.wandb.log(values, step=update)
-        print(
-            f"[{phase}] update {update}/{self.total} | {rate(ups)} updates/s | "
-            f"return {row['return_mean']:.1f} ± {row['return_std']:.1f} | "
-            f"normalized {self.last_score:.1f} ± {row['normalized_std']:.1f} | {row['wall_s']:.0f}s",
-            flush=True,
-        )
+        returns = f"return {row['return_mean']:.1f} ± {row['return_std']:.1f}"
+        scores = f"normalized {row['normalized_mean']:.1f} ± {row['normalized_std']:.1f}"
+        status = f"{self.rate()} updates/s | {returns} | {scores} | {row['wall_s']:.0f}s"
+        print(f"[{phase}] update {update}/{self.total} | {status}", flush=True)
         self.mark = time.time()  # evaluation time is not training time
         return row
 
-    def finish(self, score_window: Optional[Tuple[int, int]]) -> Dict[str, float]:
-        """summary.csv (final and window scores, see summarize_run) and the closing lines of a run."""
-        summary = summarize_run(self.paths["eval"], score_window)
-        print(
-            f"done: {self.total} updates, final normalized score {self.last_score:.1f}; results in {self.paths['eval']}"
-        )
-        if score_window is not None:
-            print(
-                f"window score, updates {score_window[0]}-{score_window[1]}: {summary['window_normalized']:.1f} "
-                f"(mean of {summary['window_evaluations']} evaluations; summary.csv)"
-            )
-        print(
-            "other data: --env-id hopper-medium (Minari, downloaded once), any Minari id, or a local Minari root "
-            "via MINARI_DATASETS_PATH; see README 'Data'"
-        )
+    def finish(self, window):
+        """summary.csv and the closing lines of a run."""
+        summary = summarize_run(self.run_dir, window)
+        score = summary["final_normalized"]
+        print(f"done: {self.total} updates, final normalized score {score:.1f}; in {self.run_dir}")
+        if window is not None:
+            score = summary["window_normalized"]
+            print(f"window score, updates {window[0]}-{window[1]}: {score:.1f} (summary.csv)")
         if self.wandb:
             self.wandb.run.summary.update(summary)
             self.wandb.finish()
-        return summary
 
 
-# --------------------------------------------------------------------------------------------
-# Run bookkeeping that the four scripts share: flags, run directory, checkpoints, batches
-# --------------------------------------------------------------------------------------------
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+# -------- Flags, config, run directory, checkpoints -----------------------------------------------
+RULES = {  # what a flag must be, in the words of its error
+    "at least 1": lambda v: v >= 1,
+    ">= 0": lambda v: v >= 0,
+    "> 0": lambda v: v > 0,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+}
+SHARED_RULES = dict.fromkeys(["total_timesteps", "batch_size", "eval_freq"], "at least 1")
+SHARED_RULES.update(eval_episodes="at least 1", log_freq="at least 1", final_episodes=">= 0")
+SHARED_RULES.update(learning_rate="> 0", gamma="in (0, 1]", td_lambda="in [0, 1]", tau="in [0, 1]")
 
 
-def check_args(args, at_least_one=(), non_negative=(), fractions=()):
-    """One ConfigError naming every bad flag, before the dataset loads: the fields all four scripts share,
-    then the script's own (`at_least_one`, `non_negative`, `fractions` in [0, 1])."""
+def check_args(args, rules: dict):
+    """One ConfigError naming every bad flag, before the dataset loads: SHARED_RULES and the
+    script's own `rules` ({field: a key of RULES}), then the checks of two flags at once."""
     problems = []
-    for name in ("total_timesteps", "batch_size", "eval_freq", "eval_episodes", "log_freq", *at_least_one):
-        if getattr(args, name) < 1:
-            problems.append(f"{flag(name)} must be at least 1 (got {getattr(args, name)})")
+    for field, rule in {**SHARED_RULES, **rules}.items():
+        if not RULES[rule](getattr(args, field)):
+            name = "--" + field.replace("_", "-")
+            problems.append(f"{name} must be {rule} (got {getattr(args, field)})")
     auto = args.pretrain_steps == "auto"
-    name, steps = (
-        ("--pretrain-max-steps", args.pretrain_max_steps) if auto else ("--pretrain-steps", args.pretrain_steps)
-    )
+    name = "--pretrain-max-steps" if auto else "--pretrain-steps"
+    steps = args.pretrain_max_steps if auto else args.pretrain_steps
     if steps < int(auto):
         problems.append(f"{name} must be >= {int(auto)} (got {steps})")
     if steps > args.total_timesteps:
-        problems.append(
-            f"{name} {steps} exceeds --total-timesteps {args.total_timesteps}, which counts pretraining too: "
-            f"raise --total-timesteps or lower {name}"
-        )
-    if not args.learning_rate > 0:
-        problems.append(f"--learning-rate must be > 0 (got {args.learning_rate})")
-    if not args.resume and os.path.exists(args.runs_dir) and not os.path.isdir(args.runs_dir):
-        problems.append(
-            f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder (it is created if missing)"
-        )
-    if not 0.0 < args.gamma <= 1.0:
-        problems.append(f"--gamma must be in (0, 1] (got {args.gamma})")
-    for name in ("td_lambda", "tau", *fractions):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            problems.append(f"{flag(name)} must be in [0, 1] (got {getattr(args, name)})")
-    for name in ("pretrain_cql_weight", "final_episodes", *non_negative):
-        if getattr(args, name) < 0:
-            problems.append(f"{flag(name)} must be >= 0 (got {getattr(args, name)})")
+        total = f"--total-timesteps {args.total_timesteps}, which counts pretraining too"
+        problems.append(f"{name} {steps} exceeds {total}: raise it or lower {name}")
+    if not args.resume and os.path.isfile(args.runs_dir):
+        problems.append(f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
         problems.append(f"--score-window START END needs START <= END (got {args.score_window})")
     if not args.hidden_dims or min(args.hidden_dims) < 1:
-        problems.append(f"--hidden-dims needs one or more positive widths (got {args.hidden_dims})")
+        problems.append(f"--hidden-dims needs positive widths (got {args.hidden_dims})")
     if problems:
         raise ConfigError("; ".join(problems))
 
 
-def check_data(args, data: Dict[str, np.ndarray]):
+def check_data(args, data: dict):
     """The flags that only the loaded dataset can check, before the first update."""
     n = len(data["rewards"])
-    truncated_ends = int(((data["truncations"] > 0) & (data["terminations"] == 0)).sum())
-    problems = []
+    truncated = int(((data["truncations"] > 0) & (data["terminations"] == 0)).sum())
     if args.batch_size > n:
-        problems.append(f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions: use at most {n}")
-    if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated_ends:
-        problems.append(
-            f"--gamma {args.gamma} with --mc-tail geometric: {truncated_ends} episode(s) end truncated, where the "
-            "tail gamma / (1 - gamma) diverges; use --mc-tail none"
-        )
-    if problems:
-        raise ConfigError("; ".join(problems))
+        problem = f"--batch-size {args.batch_size} exceeds the dataset's {n} transitions"
+        raise ConfigError(f"{problem}: use at most {n}")
+    if args.gamma >= 1.0 and args.mc_tail == "geometric" and truncated:
+        problem = f"--gamma {args.gamma} with --mc-tail geometric: {truncated} episode(s) end"
+        why = "truncated, where the tail gamma / (1 - gamma) diverges"
+        raise ConfigError(f"{problem} {why}; use --mc-tail none")
 
 
-def load_config(run_dir: str, args_cls, script: str):
-    """`--resume RUN_DIR`: the Args of that run, from its config.json, if `script` wrote it."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        raise ConfigError(
-            f"--resume {run_dir}: no config.json there; pass the run directory printed at the start of the run"
-        )
-    with open(path) as f:
-        config = json.load(f)
-    written_by = config.pop("script", None)
-    config.pop("pretrain_steps_chosen", None), config.pop("pretrain_converged", None)  # records of auto
+def read_config(path: str, args_cls, script=None):
+    """The Args of a config.json. `--config PATH`: any subset of the fields (a run's config
+    too), the rest keep their defaults. `--resume RUN_DIR` (`script` given): that run's whole
+    config, which `script` must have written."""
+    file = os.path.join(path, "config.json") if script else path
+    name = f"--resume {path}" if script else f"--config {path}"
+    if not os.path.isfile(file):
+        fix = "no such file; pass a run's config.json or a JSON file of flags"
+        if script:
+            fix = "no config.json there; pass the run directory printed at the start of the run"
+        raise ConfigError(f"{name}: {fix}")
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{name}: not valid JSON ({e})") from e
+    by = config.pop("script", None)
+    for record in ("pretrain_steps_chosen", "pretrain_converged", "resume"):  # a run's records
+        config.pop(record, None)
     fields = set(args_cls.__dataclass_fields__)
-    unknown, missing = sorted(set(config) - fields), sorted(fields - set(config) - {"resume"})
-    if unknown or (written_by is not None and written_by != script):
-        by = written_by or f"another script (its config has {', '.join(unknown)}, which {script} lacks)"
-        fix = f"python {written_by} --resume {run_dir}" if written_by else "the script that wrote it"
-        raise ConfigError(f"--resume {run_dir}: that run was written by {by}, not {script}; resume it with {fix}")
-    if missing:
+    unknown = ", ".join(sorted(set(config) - fields))
+    missing = ", ".join(sorted(fields - set(config) - {"resume"}))
+    if script and (unknown or by not in (None, script)):
+        fix = f"python {by} --resume {path}" if by else "the script that wrote it"
+        by = by or f"another script (its config has {unknown}, which {script} lacks)"
         raise ConfigError(
-            f"--resume {run_dir}: its config.json lacks {', '.join(missing)}: an older version of {script} wrote it; "
-            "resume it with that version, or start the run again"
+            f"{name}: that run was written by {by}, not {script}; resume it with {fix}"
         )
+    if unknown:
+        raise ConfigError(f"{name}: unknown keys {unknown}; see --help")
+    if script and missing:
+        older = f"an older version of {script} wrote it; resume with that version, or start again"
+        raise ConfigError(f"{name}: its config.json lacks {missing}: {older}")
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return args_cls(**{**config, "resume": run_dir})
-
-
-def make_run_dir(args, script: str) -> str:
-    """runs/{env}__{exp_name}__{seed}__{time}, with the run's config.json."""
-    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join(args.runs_dir, name)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({**asdict(args), "script": script}, f, indent=2)
-    return run_dir
-
-
-def record_config(run_dir: str, **values):
-    """Adds `values` to the run's config.json (what --pretrain-steps auto chose)."""
-    path = os.path.join(run_dir, "config.json")
-    with open(path) as f:
-        config = json.load(f)
-    with open(path, "w") as f:
-        json.dump({**config, **values}, f, indent=2)
+    return args_cls(**config, **({"resume": path} if script else {}))
 
 
 def start_run(args, script: str):
-    """Loads and checks the data, makes (or reopens) the run directory, seeds every RNG and picks the device;
-    prints the run header. Returns (dataset, data, reference scores, run_dir, device)."""
-    import torch
-
+    """Loads and checks the data, makes (or reopens) the run directory with its config.json,
+    seeds every RNG, picks the device and prints the run's header.
+    Returns (dataset, data, reference scores, run_dir, device)."""
     dataset = load_dataset(args.env_id)
     data = flatten_dataset(dataset)
     check_data(args, data)
     ref = reference_scores(dataset, args.eval_protocol)
-    run_dir = args.resume or make_run_dir(args, script)
+    run_dir = args.resume
+    if not run_dir:  # runs/{env}__{exp_name}__{seed}__{time}
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, name)
+        os.makedirs(run_dir, exist_ok=True)
+        record_config(run_dir, **asdict(args), script=script)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CUDA_VISIBLE_DEVICES= for the CPU
-    print_run_header(dataset, data, ref, args.eval_protocol, device, run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    size = f"{len(data['rewards'])} transitions, {dataset.total_episodes} episodes"
+    print(f"dataset {dataset.spec.dataset_id}: {size}; device {device}; run dir {run_dir}")
+    own = dataset_time_limit(dataset)
+    limit = eval_time_limit(dataset, args.eval_protocol) or own
+    scores = f"reference scores random {ref[0]}, expert {ref[1]}" if ref else "raw returns only"
+    protocol = f"{args.eval_protocol} protocol"
+    print(f"evaluation ({protocol}): episodes of at most {limit} steps; {scores}")
+    if limit != own:
+        print(f"the dataset's eval env stops episodes at {own} steps: overridden ({protocol})")
     return dataset, data, ref, run_dir, device
 
 
-def save_checkpoint(run_dir: str, state: dict, row: dict, args, **extra):
-    """Every module's and optimizer's state_dict, the evaluation row's update, phase and clocks, the RNG
-    states and `extra`, written atomically (a kill leaves the previous checkpoint intact)."""
-    import torch
+def record_config(run_dir: str, **values):
+    """Adds `values` to the run's config.json (creating it)."""
+    path = os.path.join(run_dir, "config.json")
+    config = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            config = json.load(f)
+    with open(path, "w") as f:
+        json.dump({**config, **values}, f, indent=2)
 
+
+def save_checkpoint(run_dir: str, state: dict, row: dict, args, **extra):
+    """Every module's and optimizer's state, the evaluation row's update, phase and clocks, the
+    RNG states and `extra`, written atomically (a kill leaves the previous checkpoint)."""
     ckpt = {name: module.state_dict() for name, module in state.items()}
-    ckpt.update({k: row[k] for k in ("update", "phase", "wall_s", "train_s")}, args=asdict(args), **extra)
-    ckpt.update(torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), python_rng=random.getstate())
+    ckpt.update({k: row[k] for k in ("update", "phase", "wall_s", "train_s")})
+    ckpt.update(args=asdict(args), **extra)
+    ckpt["torch_rng"] = torch.get_rng_state()
+    ckpt["numpy_rng"] = np.random.get_state()
+    ckpt["python_rng"] = random.getstate()
     ckpt["cuda_rng"] = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
     path = os.path.join(run_dir, "checkpoint.pt")
     torch.save(ckpt, path + ".tmp")
@@ -765,15 +565,11 @@ def save_checkpoint(run_dir: str, state: dict, row: dict, args, **extra):
 
 
 def load_checkpoint(run_dir: str, state: dict, device) -> dict:
-    """Loads what save_checkpoint wrote back into the modules, optimizers and RNGs; returns the checkpoint."""
-    import torch
-
+    """Loads what save_checkpoint wrote into the modules, optimizers and RNGs; returns it."""
     path = os.path.join(run_dir, "checkpoint.pt")
     if not os.path.exists(path):
-        raise ConfigError(
-            f"--resume {run_dir}: no checkpoint.pt there (the run had no --save-model, or was stopped before its "
-            "first evaluation); start it again"
-        )
+        why = "the run had no --save-model, or was stopped before its first evaluation"
+        raise ConfigError(f"--resume {run_dir}: no checkpoint.pt there ({why}); start it again")
     ckpt = torch.load(path, map_location=device, weights_only=False)
     for name, module in state.items():
         module.load_state_dict(ckpt[name])
@@ -786,103 +582,23 @@ def load_checkpoint(run_dir: str, state: dict, device) -> dict:
     return ckpt
 
 
-def start_wandb(args, run_dir: str):
-    """--track: the run mirrored to Weights & Biases (WANDB_ENTITY, WANDB_MODE=offline work as usual)."""
-    import wandb
-
-    name = os.path.basename(run_dir)
-    group = f"{args.env_id.replace('/', '-')}__{args.exp_name}"
-    wandb.init(
-        project=os.environ.get("WANDB_PROJECT", "first-imitate-then-improve"),
-        config=asdict(args),
-        dir=run_dir,
-        name=name,
-        id=name[-64:],
-        resume="allow",
-        group=group,
-        save_code=True,
-    )
-    return wandb
-
-
-def make_table(fields: Dict[str, np.ndarray], device):
-    """Every per-transition field as columns of one tensor, so that a batch is a single gather.
-    Returns the table and each field's width; add a field by adding an entry to `fields`."""
-    import torch
-
-    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
-    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
-    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
-
-
-def sample_batch(table, widths: Dict[str, int], batch_size: int, rows=None):
-    """Uniformly sampled transitions (of `rows` if given) as named fields; 1-wide fields come out as vectors."""
-    import torch
-
-    idx = torch.randint(table.shape[0] if rows is None else rows.shape[0], (batch_size,), device=table.device)
-    return table_rows(table, widths, idx if rows is None else rows[idx])
-
-
-def table_rows(table, widths: Dict[str, int], idx):
-    parts = table[idx].split(list(widths.values()), dim=1)
-    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
-
-
-VALIDATION_ROWS = (0.01, 5000)  # --pretrain-steps auto holds out 1% of the transitions, at most 5000
-
-
-def validation_split(table, seed: int):
-    """--pretrain-steps auto: the held-out rows and the rows that pretraining samples from, drawn with their own
-    generator (seeded by --seed) so that the training random stream stays that of a fixed-length run."""
-    import torch
-
-    perm = torch.randperm(table.shape[0], generator=torch.Generator().manual_seed(seed)).to(table.device)
-    n_val = min(VALIDATION_ROWS[1], max(1, int(table.shape[0] * VALIDATION_ROWS[0])))
-    return perm[:n_val], perm[n_val:]
-
-
-def report_auto_pretraining(run_dir: str, update: int, converged: dict, parts):
-    """The end of --pretrain-steps auto: printed and written to config.json."""
-    record_config(run_dir, pretrain_steps_chosen=update, pretrain_converged=dict(converged))
-    how = ", ".join(
-        f"{p} converged at {converged[p]}" if p in converged else f"{p} capped by --pretrain-max-steps" for p in parts
-    )
-    print(f"auto pretraining ends at update {update}: {how}", flush=True)
-
-
-def load_start_config(path: str, args_cls):
-    """--config PATH: the Args of a config.json (a finished run's, or hand-written with any subset of the fields;
-    the fields it leaves out keep their defaults). Flags on the command line win over it."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"--config {path}: no such file; pass a run's config.json or a JSON file of flags")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid JSON ({e})") from e
-    for record in ("script", "pretrain_steps_chosen", "pretrain_converged", "resume"):  # what a run adds
-        config.pop(record, None)
-    unknown = sorted(set(config) - set(args_cls.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"--config {path}: unknown keys {', '.join(unknown)}; see --help for the flags")
-    return args_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-
-
 def cli(main, args_cls):
-    """`__main__` of every script: tyro's flags, after `--config PATH` if given; our own errors (a bad flag, a
-    dataset problem, a loss that diverged) end the run with one `error:` line; any other exception, e.g. from
-    a loss you edited, keeps its traceback."""
+    """`__main__` of every script: `--config PATH` if given, then tyro's flags. Our own errors
+    (bad flag, dataset, a diverged loss) end with one `error:` line; any other exception, e.g.
+    from a loss you edited, keeps its traceback."""
     import tyro
 
-    argv, description = sys.argv[1:], (sys.modules["__main__"].__doc__ or "").strip()
-    description += "\n\n--config PATH: start from a config.json (a run's, or hand-written); flags given here win."
+    argv = sys.argv[1:]
+    description = (sys.modules["__main__"].__doc__ or "").strip()
+    description += "\n\n--config PATH: start from a config.json; flags given here win."
     try:
         default = None
         for i, arg in enumerate(argv):
             if arg == "--config" or arg.startswith("--config="):
-                path = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
-                argv = argv[:i] + argv[i + (1 if "=" in arg else 2) :]
-                default = load_start_config(path, args_cls)
+                inline = "=" in arg
+                path = arg.split("=", 1)[1] if inline else "".join(argv[i + 1 : i + 2])
+                argv = argv[:i] + argv[i + (1 if inline else 2) :]
+                default = read_config(path, args_cls)
                 break
         main(tyro.cli(args_cls, args=argv, default=default, description=description))
     except (ConfigError, DatasetError, FloatingPointError) as e:
@@ -890,105 +606,59 @@ def cli(main, args_cls):
         sys.exit(1)
 
 
-# --------------------------------------------------------------------------------------------
-# The built-in offline dataset: D4RL-style "random" data, uniform random actions
-# --------------------------------------------------------------------------------------------
-def build_random_dataset(task: str, steps: int = 100_000, seed: int = 0, overwrite: bool = False) -> str:
-    """Collect `steps` uniform-random-action steps of `task` and write `local/<task>/random-v0`."""
-    import gymnasium as gym
-    import minari
-    from minari.data_collector import EpisodeBuffer
-
-    if task not in TASK_ENVS:
-        raise DatasetError(f"unknown task '{task}' for build-random; known: {', '.join(TASK_ENVS)}")
-    if steps < 1:
-        raise ValueError("--steps must be at least 1")
-    dataset_id = f"local/{task}/random-v0"
-    path = os.path.join(minari_root(), dataset_id)
-    if os.path.exists(path):
-        if not overwrite:
-            return dataset_id
-        minari.delete_dataset(dataset_id)
-    env_id, time_limit = TASK_ENVS[task]
-    _register_env_libs(env_id)
-    env = gym.make(env_id, max_episode_steps=time_limit)
-    rng = np.random.default_rng(seed)
-    # All actions drawn up front; the episode loop below only steps the simulator.
-    actions = rng.uniform(
-        env.action_space.low, env.action_space.high, size=(steps + time_limit, env.action_space.shape[0])
-    )
-    actions = actions.astype(env.action_space.dtype)
-    buffers, t = [], 0
-    while t < steps:
-        ep_seed = int(rng.integers(2**31 - 1))
-        obs, _ = env.reset(seed=ep_seed)
-        o, r, te, tr = [obs], [], [], []
-        start = t
-        while True:
-            obs, reward, term, trunc, _ = env.step(actions[t])
-            t += 1
-            o.append(obs), r.append(reward), te.append(term), tr.append(trunc)
-            if term or trunc:
-                break
-        buffers.append(
-            EpisodeBuffer(
-                id=len(buffers),
-                seed=ep_seed,
-                observations=np.asarray(o),
-                actions=actions[start:t],
-                rewards=np.asarray(r, dtype=np.float64),
-                terminations=np.asarray(te),
-                truncations=np.asarray(tr),
-                infos={},
-            )
-        )
-    lo, hi = D4RL_REF_SCORES[task]
-    eval_env = gym.make(env_id, max_episode_steps=time_limit)
-    minari.create_dataset_from_buffers(
-        dataset_id,
-        buffers,
-        env=env,
-        eval_env=eval_env,
-        algorithm_name="uniform random actions",
-        author="utils.py build-random",
-        author_email="n/a",
-        code_permalink="utils.py",
-        ref_min_score=lo,
-        ref_max_score=hi,
-        description=f"{task}-random: uniform random actions in {env_id}, {t} steps, seed {seed}, built locally "
-        "by utils.py (D4RL recipe; not the D4RL data). Reference scores are D4RL's.",
-    )
-    env.close(), eval_env.close()
-    return dataset_id
+# -------- Batches, and the bookkeeping of --pretrain-steps auto -----------------------------------
+def make_table(fields: dict, device):
+    """Every per-transition field as columns of one tensor, so that a batch is one gather.
+    Returns the table and each field's width; a new field is a new entry in `fields`."""
+    columns = [np.asarray(v, np.float32).reshape(len(v), -1) for v in fields.values()]
+    table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
+    return table, {name: c.shape[1] for name, c in zip(fields, columns)}
 
 
-def main(argv: Optional[Sequence[str]] = None):
-    parser = argparse.ArgumentParser(description="Dataset helpers for the *_pretrain.py scripts.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build-random", help="build local/<task>/random-v0 offline (uniform random actions)")
-    build.add_argument("task", choices=sorted(TASK_ENVS))
-    build.add_argument(
-        "--steps", type=int, default=100_000, help="environment steps to collect (the last episode is completed)"
-    )
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
-    sub.add_parser("list", help="list the short names and the Minari ids they map to")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for short, dataset_id in SHORT_NAMES.items():
-            print(f"{short:22s} {dataset_id}")
-        return
-    dataset_id = f"local/{args.task}/random-v0"
-    existed = os.path.exists(os.path.join(minari_root(), dataset_id))
-    t0 = time.time()
-    build_random_dataset(args.task, args.steps, args.seed, args.overwrite)
-    where = os.path.join(minari_root(), dataset_id)
-    if existed and not args.overwrite:
-        print(f"{dataset_id} already exists at {where} (--overwrite to rebuild)")
-    else:
-        print(f"wrote {dataset_id} to {where} in {time.time() - t0:.1f}s")
-    print(f"train on it: python td3bc_pretrain.py --env-id {args.task}-random   (or --env-id {dataset_id})")
+def sample_batch(table, widths: dict, batch_size: int, rows=None):
+    """Uniformly sampled transitions (of `rows` if given) as named fields."""
+    n = table.shape[0] if rows is None else rows.shape[0]
+    idx = torch.randint(n, (batch_size,), device=table.device)
+    return table_rows(table, widths, idx if rows is None else rows[idx])
 
 
-if __name__ == "__main__":
-    main()
+def table_rows(table, widths: dict, idx):
+    """Rows of the table as named fields; 1-wide fields come out as vectors."""
+    parts = table[idx].split(list(widths.values()), dim=1)
+    return {name: p.squeeze(1) if p.shape[1] == 1 else p for name, p in zip(widths, parts)}
+
+
+def validation_split(table, seed: int):
+    """--pretrain-steps auto: (held-out rows, training rows), 1% of the transitions and at most
+    5000 held out, by their own generator so the training stream is a fixed-length run's."""
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(table.shape[0], generator=generator).to(table.device)
+    n_val = min(5000, max(1, int(table.shape[0] * 0.01)))
+    return perm[:n_val], perm[n_val:]
+
+
+class Plateau:
+    """Has a validation loss converged? True once its best value improved by less than `tol`
+    (relative) over the last `patience` checks; `history` is its state (checkpointed)."""
+
+    def __init__(self, tol: float = 0.01, patience: int = 5, history=None):
+        self.tol = tol
+        self.patience = patience
+        self.history = list(history or [])
+
+    def update(self, value: float) -> bool:
+        if not np.isfinite(value):
+            raise FloatingPointError(f"validation loss is {value}: pretraining diverged")
+        self.history.append(float(value))
+        best = np.minimum.accumulate(self.history)
+        if len(best) <= self.patience:
+            return False
+        return bool(best[-1 - self.patience] - best[-1] <= self.tol * abs(best[-1 - self.patience]))
+
+
+def report_auto_pretraining(run_dir: str, update: int, converged: dict, parts):
+    """The end of --pretrain-steps auto: printed and written to config.json."""
+    record_config(run_dir, pretrain_steps_chosen=update, pretrain_converged=dict(converged))
+    how = [f"{p} converged at {converged[p]}" for p in parts if p in converged]
+    how += [f"{p} capped by --pretrain-max-steps" for p in parts if p not in converged]
+    print(f"auto pretraining ends at update {update}: {', '.join(how)}", flush=True)

@@ -1,6 +1,11 @@
-"""Shared fixtures: a temp Minari root holding tiny datasets built by utils.build_random_dataset
-(real Hopper-v5 rollouts with uniform random actions), and helpers to run the scripts."""
+"""Shared fixtures: a temp Minari root holding tiny datasets built by tools/build_random.py
+(real Hopper-v5 rollouts with uniform random actions), and helpers to run the scripts.
 
+Two tiers: `python -m pytest -q -m "not slow" tests` runs the in-process tests (about a minute);
+the tests marked slow start the scripts as processes (end to end, kill and resume, benchmark.sh).
+"""
+
+import inspect
 import os
 import subprocess
 import sys
@@ -11,14 +16,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts a process (a script, a tool, benchmark.sh)")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that starts a process or runs a script end to end is in the slow tier, marked
+    or not: the fast tier is the in-process tests of its parts."""
+    for item in items:
+        source = inspect.getsource(item.function)
+        process = ("run_script(", "run_edac(", "subprocess.", "bench(")
+        end_to_end = (".main(", "run_main(", "pretrain_only(")  # a whole training run in-process
+        if any(call in source for call in process + end_to_end):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def minari_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("minari"))
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = root
-    import utils
+    from tools.build_random import build_random_dataset
 
-    utils.build_random_dataset("hopper", steps=3000, seed=0)
+    build_random_dataset("hopper", steps=3000, seed=0)
     yield root
     if old is None:
         os.environ.pop("MINARI_DATASETS_PATH", None)
@@ -48,7 +68,11 @@ def read_csv(run_dir, name="eval.csv"):
 
 def run_dir_of(stdout):
     """The run directory a script printed at start."""
-    return next(line for line in stdout.splitlines() if "run dir " in line).split("run dir ")[1].strip()
+    return (
+        next(line for line in stdout.splitlines() if "run dir " in line)
+        .split("run dir ")[1]
+        .strip()
+    )
 
 
 TINY = [

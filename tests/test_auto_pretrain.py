@@ -35,7 +35,9 @@ def test_plateau_never_before_patience_checks():
 
 
 def test_plateau_slow_steady_improvement_is_not_a_plateau():
-    assert first_stop([100 * 0.98**k for k in range(40)], tol=0.01, patience=3) is None  # 6% per 3 checks > 1%
+    assert (
+        first_stop([100 * 0.98**k for k in range(40)], tol=0.01, patience=3) is None
+    )  # 6% per 3 checks > 1%
     assert first_stop([100 * 0.98**k for k in range(40)], tol=0.1, patience=3) == 3
 
 
@@ -43,16 +45,29 @@ def test_plateau_noise_uses_the_best_so_far_and_history_resumes():
     noisy = [5.0, 4.0, 3.0, 9.0, 2.9, 8.0, 2.95, 2.99, 3.5]
     # spikes do not count: at index 5 the best is 2.9, 3 checks earlier it was 3.0 (index 2): 3.3% < 5%
     assert first_stop(noisy, tol=0.05, patience=3) == 5
-    assert first_stop(noisy, tol=0.03, patience=3) == 7  # 3.3% > 3% at 5; at 7 nothing beat 2.9 for 3 checks
-    resumed = utils.Plateau(0.05, 3, history=noisy[:4])  # a checkpoint's history: the same answers follow
+    assert (
+        first_stop(noisy, tol=0.03, patience=3) == 7
+    )  # 3.3% > 3% at 5; at 7 nothing beat 2.9 for 3 checks
+    resumed = utils.Plateau(
+        0.05, 3, history=noisy[:4]
+    )  # a checkpoint's history: the same answers follow
     assert [resumed.update(v) for v in noisy[4:6]] == [False, True]
     with pytest.raises(FloatingPointError, match="validation loss is nan"):
         utils.Plateau(0.01, 3).update(float("nan"))
 
 
 def run_main(module, tmp_path, **overrides):
-    args = module.Args(env_id="hopper-random", compile=False, final_episodes=0, runs_dir=str(tmp_path), eval_episodes=1, batch_size=32,
-                       hidden_dims=(16, 16), log_freq=50, pretrain_steps="auto")  # fmt: skip
+    args = module.Args(
+        env_id="hopper-random",
+        compile=False,
+        final_episodes=0,
+        runs_dir=str(tmp_path),
+        eval_episodes=1,
+        batch_size=32,
+        hidden_dims=(16, 16),
+        log_freq=50,
+        pretrain_steps="auto",
+    )
     if "edac" in module.__name__:
         args = replace(args, num_critics=2)
     return module.main(replace(args, **overrides))
@@ -66,8 +81,12 @@ def rule(monkeypatch, tol, patience):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_switches_before_the_cap_and_records_it(script, minari_root, tmp_path, monkeypatch):
-    rule(monkeypatch, 1.0, 1)  # every loss counts as converged after patience + 1 checks (2 checks of 50 updates)
-    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=900, pretrain_max_steps=800, eval_freq=100)
+    rule(
+        monkeypatch, 1.0, 1
+    )  # every loss counts as converged after patience + 1 checks (2 checks of 50 updates)
+    run_dir = run_main(
+        MODULES[script], tmp_path, total_timesteps=900, pretrain_max_steps=800, eval_freq=100
+    )
     config = json.load(open(os.path.join(run_dir, "config.json")))
     chosen = config["pretrain_steps_chosen"]
     assert config["pretrain_steps"] == "auto" and chosen < 800
@@ -78,14 +97,16 @@ def test_switches_before_the_cap_and_records_it(script, minari_root, tmp_path, m
     assert phases[chosen] == "pretrain" and phases[chosen + 100] == "finetune"
     names = {r["name"] for r in csv.DictReader(open(os.path.join(run_dir, "losses.csv")))}
     assert {"validation/actor", "validation/critic"} <= names
-    resumed = utils.load_config(run_dir, MODULES[script].Args, f"{script}.py")
+    resumed = utils.read_config(run_dir, MODULES[script].Args, f"{script}.py")
     assert resumed.pretrain_steps == "auto"  # the records do not break resume
 
 
 @pytest.mark.parametrize("script", ["td3bc_pretrain", "edac_pretrain"])
 def test_cap_respected(script, minari_root, tmp_path, capsys, monkeypatch):
     rule(monkeypatch, 0.0, 1000)
-    run_dir = run_main(MODULES[script], tmp_path, total_timesteps=400, pretrain_max_steps=300, eval_freq=100)
+    run_dir = run_main(
+        MODULES[script], tmp_path, total_timesteps=400, pretrain_max_steps=300, eval_freq=100
+    )
     config = json.load(open(os.path.join(run_dir, "config.json")))
     assert config["pretrain_steps_chosen"] == 300 and config["pretrain_converged"] == {}
     assert [r["phase"] for r in read_csv(run_dir)] == ["pretrain"] * 3 + ["finetune"]
@@ -96,8 +117,14 @@ def test_cap_respected(script, minari_root, tmp_path, capsys, monkeypatch):
 def test_pretrain_modes_auto(script, minari_root, tmp_path, monkeypatch):
     rule(monkeypatch, 1.0, 1)
     for mode, expected in (("actor", {"actor"}), ("critic", {"critic"})):
-        run_dir = run_main(MODULES[script], tmp_path / mode, total_timesteps=300, pretrain_max_steps=250, eval_freq=100,
-                           pretrain_mode=mode)  # fmt: skip
+        run_dir = run_main(
+            MODULES[script],
+            tmp_path / mode,
+            total_timesteps=300,
+            pretrain_max_steps=250,
+            eval_freq=100,
+            pretrain_mode=mode,
+        )
         config = json.load(open(os.path.join(run_dir, "config.json")))
         assert {k for k, v in config["pretrain_converged"].items() if v is not None} == expected
         assert config["pretrain_steps_chosen"] == 100, mode
@@ -130,16 +157,23 @@ def test_resume_in_the_middle_of_auto_pretraining(script, minari_root, tmp_path,
     resumed = module.main(module.Args(resume=stopped))
     a, b = (json.load(open(os.path.join(d, "config.json"))) for d in (straight, resumed))
     assert a["pretrain_steps_chosen"] == b["pretrain_steps_chosen"] == 500
-    ca, cb = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (straight, resumed))
+    ca, cb = (
+        torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False)
+        for d in (straight, resumed)
+    )
     assert all(torch.equal(ca["actor"][k], cb["actor"][k]) for k in ca["actor"])
     assert all(torch.equal(ca["critic"][k], cb["critic"][k]) for k in ca["critic"])
-    assert [r["return_mean"] for r in read_csv(straight)] == [r["return_mean"] for r in read_csv(resumed)]
+    assert [r["return_mean"] for r in read_csv(straight)] == [
+        r["return_mean"] for r in read_csv(resumed)
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_auto_errors(script, minari_root, tmp_path):
     module = MODULES[script]
-    with pytest.raises(utils.ConfigError, match="--pretrain-max-steps 600 exceeds --total-timesteps 500"):
+    with pytest.raises(
+        utils.ConfigError, match="--pretrain-max-steps 600 exceeds --total-timesteps 500"
+    ):
         run_main(module, tmp_path, total_timesteps=500, pretrain_max_steps=600)
     with pytest.raises(utils.ConfigError, match="--pretrain-max-steps must be >= 1"):
         run_main(module, tmp_path, total_timesteps=500, pretrain_max_steps=0)
@@ -155,5 +189,7 @@ def test_sampling_from_rows_and_the_split():
     assert torch.equal(drawn, rows[torch.randint(50, (4000,))].float())
     assert set(drawn.long().tolist()) == set(range(50, 100))
     val, train = utils.validation_split(table, seed=1)
-    assert len(val) == 1 and len(train) == 99  # 1% held out and len(set(val.tolist()) | set(train.tolist())) == 100
+    assert (
+        len(val) == 1 and len(train) == 99
+    )  # 1% held out and len(set(val.tolist()) | set(train.tolist())) == 100
     assert np.all(np.sort(np.concatenate([val.numpy(), train.numpy()])) == np.arange(100))

@@ -26,10 +26,14 @@ def write_run(root, name, pretrain_steps, seed, scores, walls, window=(200, 300)
     }
     json.dump(config, open(os.path.join(run_dir, "config.json"), "w"))
     with open(os.path.join(run_dir, "eval.csv"), "w") as f:
-        f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
+        f.write(
+            "update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
+        )
         for i, (score, wall) in enumerate(zip(scores, walls)):
             f.write(f"{100 * (i + 1)},finetune,{wall},{wall},1,{score},0,{score},0\n")
-    open(os.path.join(run_dir, "summary.csv"), "w").write(f"final_update\n{100 * len(scores)}\n")  # finished
+    open(os.path.join(run_dir, "summary.csv"), "w").write(
+        f"final_update\n{100 * len(scores)}\n"
+    )  # finished
 
 
 @pytest.fixture
@@ -56,7 +60,9 @@ def test_table_and_window_scores(synthetic, tmp_path):
     summarize.main([synthetic, "--out", str(tmp_path / "out")])
     table = open(tmp_path / "out" / "summary.md").read()
     # pretrained window [200, 300]: seed 1 mean(40, 40) = 40, seed 2 mean(30, 40) = 35 -> 37.5 +- 2.5
-    assert "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 37.5 ± 2.5 |" in table
+    assert (
+        "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 37.5 ± 2.5 |" in table
+    )
     assert "| local/hopper/medium-v0 | td3bc_pretrain | no | 2 | 40.0 ± 0.0 | 15.0 ± 0.0 |" in table
     assert "300 / 400 (0.75)" in table and "36s / 40s (0.90)" in table
     assert os.path.getsize(tmp_path / "out" / "local-hopper-medium-v0__td3bc_pretrain.png") > 1000
@@ -91,7 +97,10 @@ def test_quick_dry_run_lists_the_grid(tmp_path):
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 4  # 1 dataset x 2 scripts x 1 seed x {pretrained, scratch}
     assert sum("--pretrain-steps 0 " in line for line in lines) == 2
-    assert all(line.startswith("would run: OMP_NUM_THREADS=1 python ") and "--save-model" in line for line in lines)
+    assert all(
+        line.startswith("would run: OMP_NUM_THREADS=1 python ") and "--save-model" in line
+        for line in lines
+    )
 
 
 def test_rerun_skips_finished_and_resumes_interrupted(tmp_path):
@@ -110,11 +119,20 @@ def test_rerun_skips_finished_and_resumes_interrupted(tmp_path):
 
 
 def test_adroit_and_paper_profiles_and_usage():
-    res = bench("adroit", "--dry-run", env={"BENCH_DATASETS": "pen-human", "BENCH_SEEDS": "1", "BENCH_OUT": "/tmp/x"})
+    res = bench(
+        "adroit",
+        "--dry-run",
+        env={"BENCH_DATASETS": "pen-human", "BENCH_SEEDS": "1", "BENCH_OUT": "/tmp/x"},
+    )
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
-    assert len(lines) == 8 and all("--eval-protocol paper --eval-freq 10000" in line for line in lines)
+    assert len(lines) == 8 and all(
+        "--eval-protocol paper --eval-freq 10000" in line for line in lines
+    )
     res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
-    assert len([line for line in res.stdout.splitlines() if line.startswith("would run:")]) == 3 * 2 * 3 * 2
+    assert (
+        len([line for line in res.stdout.splitlines() if line.startswith("would run:")])
+        == 3 * 2 * 3 * 2
+    )
     assert bench("nope").returncode == 2
     res = bench("speed", "--dry-run")
     assert "tools/speed_reference.py --algo edac --num-critics 50" in res.stdout
@@ -126,22 +144,43 @@ def test_figure2_profile_budgets():
     res = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x"})
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 42
-    td3, edac = [x for x in lines if "td3bc_pretrain.py" in x], [x for x in lines if "edac_pretrain.py" in x]
+    td3, edac = (
+        [x for x in lines if "td3bc_pretrain.py" in x],
+        [x for x in lines if "edac_pretrain.py" in x],
+    )
     remedy = [x for x in lines if "edac_bc_pretrain.py" in x]
     assert len(td3) == len(edac) == 18 and len(remedy) == 6 and lines[36:] == remedy
     assert all("--total-timesteps 300000" in x and "--eval-freq 5000" in x for x in td3)
     assert all(
-        "--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000 --bf16" in x for x in edac + remedy
+        "--total-timesteps 60000" in x and "--num-critics 10 --eval-freq 2000 --bf16" in x
+        for x in edac + remedy
     )
-    assert sum("--pretrain-steps 50000" in x for x in td3) == sum("--pretrain-steps 20000" in x for x in edac) == 9
-    assert all("--pretrain-steps 20000" in x for x in remedy) and sum("--seed 2 " in x for x in remedy) == 3
-    only = bench("figure2", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain",
-                                              "BENCH_REMEDY_SEEDS": "5", "BENCH_DATASETS": "hopper-medium"})  # fmt: skip
+    assert (
+        sum("--pretrain-steps 50000" in x for x in td3)
+        == sum("--pretrain-steps 20000" in x for x in edac)
+        == 9
+    )
+    assert (
+        all("--pretrain-steps 20000" in x for x in remedy)
+        and sum("--seed 2 " in x for x in remedy) == 3
+    )
+    only = bench(
+        "figure2",
+        "--dry-run",
+        env={
+            "BENCH_OUT": "/tmp/x",
+            "BENCH_SCRIPTS": "edac_bc_pretrain",
+            "BENCH_REMEDY_SEEDS": "5",
+            "BENCH_DATASETS": "hopper-medium",
+        },
+    )
     lines = [line for line in only.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 1 and "edac_bc_pretrain.py --env-id hopper-medium --seed 5 " in lines[0]
     assert "datasets: hopper-medium; edac_bc_pretrain: seeds 5, pretrained only\n" in only.stdout
     assert "pretrained and scratch; edac_bc_pretrain: seeds 1 2, pretrained only\n" in res.stdout
-    res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain"})
+    res = bench(
+        "paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain"}
+    )
     assert res.returncode == 2 and "'edac_bc_pretrain' is not in the paper profile" in res.stderr
 
 
@@ -157,14 +196,21 @@ def test_scripts_total_and_pretrain_overrides():
     res = bench("paper", "--dry-run", env=env)
     assert res.returncode == 0, res.stderr
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
-    assert len(lines) == 3 * 2 and all("python td3bc_pretrain.py " in line for line in lines)  # 3 seeds x 2 variants
-    assert all(line.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in line for line in lines)
+    assert len(lines) == 3 * 2 and all(
+        "python td3bc_pretrain.py " in line for line in lines
+    )  # 3 seeds x 2 variants
+    assert all(
+        line.count("--total-timesteps") == 1 and "--total-timesteps 100000 " in line
+        for line in lines
+    )
     assert (
         sum("--pretrain-steps 20000 " in line for line in lines) == 3
         and sum("--pretrain-steps 0 " in line for line in lines) == 3
     )
     # without overrides the paper profile keeps its budget
-    res = bench("paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_pretrain.py"})
+    res = bench(
+        "paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_pretrain.py"}
+    )
     lines = [line for line in res.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 3 * 3 * 2 and all("python edac_pretrain.py " in line for line in lines)
     assert all("--total-timesteps 1000000 " in line for line in lines)
@@ -173,9 +219,15 @@ def test_scripts_total_and_pretrain_overrides():
 
 def test_bad_overrides_are_refused_with_the_fix():
     res = bench("quick", "--dry-run", env={"BENCH_SCRIPTS": "td3bc_cql_pretrain"})
-    assert res.returncode == 2 and "not in the quick profile (it runs: td3bc_pretrain edac_pretrain)" in res.stderr
+    assert (
+        res.returncode == 2
+        and "not in the quick profile (it runs: td3bc_pretrain edac_pretrain)" in res.stderr
+    )
     res = bench("quick", "--dry-run", env={"BENCH_TOTAL": "1e5"})
-    assert res.returncode == 2 and "BENCH_TOTAL must be a whole number of updates (got '1e5')" in res.stderr
+    assert (
+        res.returncode == 2
+        and "BENCH_TOTAL must be a whole number of updates (got '1e5')" in res.stderr
+    )
 
 
 def test_window_override_applies_to_every_run(synthetic, tmp_path, capsys):
@@ -183,7 +235,9 @@ def test_window_override_applies_to_every_run(synthetic, tmp_path, capsys):
     table = capsys.readouterr().out
     # scratch [.., 20, 40] -> 30 for both seeds; pretrained seed 1 (40, 40), seed 2 (40, 40) -> 40
     assert "| local/hopper/medium-v0 | td3bc_pretrain | no | 2 | 40.0 ± 0.0 | 30.0 ± 0.0 |" in table
-    assert "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 40.0 ± 0.0 |" in table
+    assert (
+        "| local/hopper/medium-v0 | td3bc_pretrain | yes | 2 | 40.0 ± 0.0 | 40.0 ± 0.0 |" in table
+    )
     with pytest.raises(SystemExit):
         summarize.main([synthetic, "--window", "400", "300"])
     assert "--window needs 0 <= START <= END (got 400 300)" in capsys.readouterr().err
@@ -193,18 +247,27 @@ def test_sustained_efficiency_ignores_a_lucky_early_evaluation(tmp_path):
     root = str(tmp_path / "runs")
     write_run(root, "s1", 0, 1, [10, 20, 30, 50], [10, 20, 30, 40])
     write_run(root, "p1", 5000, 1, [60, 10, 50, 50], [12, 24, 36, 48])
-    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
+    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[
+        ("local/hopper/medium-v0", "td3bc_pretrain")
+    ]
     # threshold 45: the pretrained run first reaches it at update 100 (its BC peak) but stays above only from 300
     assert e["threshold"] == pytest.approx(45.0)
     assert (e["pretrained_updates"], e["scratch_updates"], e["update_ratio"]) == (100, 400, 0.25)
     assert (e["pretrained_sustained_updates"], e["scratch_sustained_updates"]) == (300, 400)
-    assert e["sustained_update_ratio"] == pytest.approx(0.75) and e["sustained_wall_ratio"] == pytest.approx(36 / 40)
+    assert e["sustained_update_ratio"] == pytest.approx(0.75) and e[
+        "sustained_wall_ratio"
+    ] == pytest.approx(36 / 40)
     write_run(root, "s2", 0, 2, [10, 20, 30, 50], [10, 20, 30, 40])
-    write_run(root, "p2", 5000, 2, [60, 10, 50, 20], [12, 24, 36, 48])  # seed-mean ends at 35 < 45: never sustained
-    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[("local/hopper/medium-v0", "td3bc_pretrain")]
+    write_run(
+        root, "p2", 5000, 2, [60, 10, 50, 20], [12, 24, 36, 48]
+    )  # seed-mean ends at 35 < 45: never sustained
+    e = summarize.efficiency(summarize.group(summarize.load_runs(root)))[
+        ("local/hopper/medium-v0", "td3bc_pretrain")
+    ]
     assert e["pretrained_sustained_updates"] is None and e["sustained_update_ratio"] is None
     assert "not reached / 400 |" in summarize.markdown(
-        summarize.group(summarize.load_runs(root)), {("local/hopper/medium-v0", "td3bc_pretrain"): e}
+        summarize.group(summarize.load_runs(root)),
+        {("local/hopper/medium-v0", "td3bc_pretrain"): e},
     )
 
 
@@ -216,11 +279,17 @@ def test_allowed_dips_keep_a_plateau_with_one_bad_evaluation(tmp_path, capsys):
     key = ("local/hopper/medium-v0", "td3bc_pretrain")
     # threshold 45; pretrained dips to 30 at update 300: strict plateau from 400, one dip allowed from 100
     strict, lenient = summarize.efficiency(groups)[key], summarize.efficiency(groups, dips=1)[key]
-    assert (strict["pretrained_sustained_updates"], strict["scratch_sustained_updates"]) == (400, 200)
-    assert (lenient["pretrained_sustained_updates"], lenient["scratch_sustained_updates"]) == (100, 200)
-    assert lenient["sustained_update_ratio"] == pytest.approx(0.5) and lenient["sustained_wall_ratio"] == pytest.approx(
-        0.6
+    assert (strict["pretrained_sustained_updates"], strict["scratch_sustained_updates"]) == (
+        400,
+        200,
     )
+    assert (lenient["pretrained_sustained_updates"], lenient["scratch_sustained_updates"]) == (
+        100,
+        200,
+    )
+    assert lenient["sustained_update_ratio"] == pytest.approx(0.5) and lenient[
+        "sustained_wall_ratio"
+    ] == pytest.approx(0.6)
     summarize.main([root, "--allow-dips", "1", "--no-plots"])
     assert "| stays above (<= 1 dips) from, updates (ratio) |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -303,14 +372,23 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
     }
     res = bench("quick", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert open(tmp_path / "sbatch_args").read().split() == ["--partition", "debug", str(out / "slurm_array.sh")]
-    assert "Submitted batch job 42" in res.stdout and f"bash benchmark.sh summarize {out}" in res.stdout
+    assert open(tmp_path / "sbatch_args").read().split() == [
+        "--partition",
+        "debug",
+        str(out / "slurm_array.sh"),
+    ]
+    assert (
+        "Submitted batch job 42" in res.stdout
+        and f"bash benchmark.sh summarize {out}" in res.stdout
+    )
     for variant in ("pretrained", "scratch"):
         name = f"hopper-random__td3bc_pretrain__{variant}__1"
         assert f"finished: {name}" in res.stdout
         (summary,) = glob.glob(str(out / "runs" / name / "*" / "summary.csv"))
         config = json.load(open(os.path.join(os.path.dirname(summary), "config.json")))
-        assert config["total_timesteps"] == 200 and config["pretrain_steps"] == (100 if variant == "pretrained" else 0)
+        assert config["total_timesteps"] == 200 and config["pretrain_steps"] == (
+            100 if variant == "pretrained" else 0
+        )
         assert config["hidden_dims"] == [32, 32]  # BENCH_FLAGS reached the run
         assert os.path.getsize(out / "logs" / f"{name}.log") > 0
     # a task whose run is finished skips it, as the local launcher does
@@ -321,7 +399,10 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         text=True,
         timeout=60,
     )
-    assert again.returncode == 0 and "done already: hopper-random__td3bc_pretrain__pretrained__1" in again.stdout
+    assert (
+        again.returncode == 0
+        and "done already: hopper-random__td3bc_pretrain__pretrained__1" in again.stdout
+    )
     res = bench("summarize", str(out))
     assert res.returncode == 0, res.stderr
     assert "| hopper-random | td3bc_pretrain | yes | 1 |" in open(out / "summary.md").read()
@@ -338,23 +419,34 @@ def test_summary_reports_the_lengths_auto_chose(tmp_path):
         json.dump({**config, "pretrain_steps_chosen": chosen}, open(path, "w"))
     summarize.main([root, "--out", str(tmp_path / "out")])
     table = open(tmp_path / "out" / "summary.md").read()
-    assert "| local/hopper/medium-v0 | td3bc_pretrain | auto: 12000, 15000 | 2 | 40.0 ± 0.0 |" in table
+    assert (
+        "| local/hopper/medium-v0 | td3bc_pretrain | auto: 12000, 15000 | 2 | 40.0 ± 0.0 |" in table
+    )
 
 
 def test_bench_pretrain_auto_reaches_the_runs(tmp_path):
     env = dict(os.environ, BENCH_PRETRAIN="auto", BENCH_OUT=str(tmp_path / "b"), BENCH_PROBE="0")
     res = subprocess.run(
-        ["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+        ["bash", "benchmark.sh", "quick", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr
     assert "--pretrain-steps auto" in res.stdout and "--pretrain-steps 0" in res.stdout
     env["BENCH_PRETRAIN"] = "sometimes"
     res = subprocess.run(
-        ["bash", "benchmark.sh", "quick", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+        ["bash", "benchmark.sh", "quick", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert (
         res.returncode == 2
-        and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')" in res.stderr
+        and "BENCH_PRETRAIN must be a whole number of updates or auto (got 'sometimes')"
+        in res.stderr
     )
 
 
@@ -364,7 +456,9 @@ def test_slurm_task_at_its_time_limit_requeues_and_resumes(minari_root, tmp_path
     from its checkpoint and finished."""
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$@" >> {tmp_path}/scontrol_calls\n')
+    (bin_dir / "scontrol").write_text(
+        f'#!/usr/bin/env bash\necho "$@" >> {tmp_path}/scontrol_calls\n'
+    )
     (bin_dir / "sbatch").write_text(
         "#!/usr/bin/env bash\n"
         "export SLURM_ARRAY_JOB_ID=42 SLURM_ARRAY_TASK_ID=0\n"

@@ -14,20 +14,33 @@ import summarize  # noqa: E402
 
 
 def write_run(root, dataset, algorithm, pretrained, seed, scores, walls=None, final_episodes=None):
-    run_dir = os.path.join(root, f"{dataset.replace('/', '-')}__{algorithm}__{int(pretrained)}__{seed}")
+    run_dir = os.path.join(
+        root, f"{dataset.replace('/', '-')}__{algorithm}__{int(pretrained)}__{seed}"
+    )
     os.makedirs(run_dir)
-    config = {"env_id": dataset, "exp_name": algorithm, "pretrain_steps": 100 if pretrained else 0, "seed": seed}
-    json.dump({**config, "score_window": [300, 400]}, open(os.path.join(run_dir, "config.json"), "w"))
+    config = {
+        "env_id": dataset,
+        "exp_name": algorithm,
+        "pretrain_steps": 100 if pretrained else 0,
+        "seed": seed,
+    }
+    json.dump(
+        {**config, "score_window": [300, 400]}, open(os.path.join(run_dir, "config.json"), "w")
+    )
     walls = walls or [10 * (i + 1) for i in range(len(scores))]
     with open(os.path.join(run_dir, "eval.csv"), "w") as f:
-        f.write("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n")
+        f.write(
+            "update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
+        )
         for i, (score, wall) in enumerate(zip(scores, walls)):
             f.write(f"{100 * (i + 1)},finetune,{wall},{wall},1,{score},0,{score},0\n")
     if final_episodes is not None:
         with open(os.path.join(run_dir, "final_returns.csv"), "w") as f:
             f.write("episode,seed,return,normalized\n")
             f.writelines(f"{i},{2_000_000 + i},{s},{s}\n" for i, s in enumerate(final_episodes))
-    open(os.path.join(run_dir, "summary.csv"), "w").write(f"final_update\n{100 * len(scores)}\n")  # finished
+    open(os.path.join(run_dir, "summary.csv"), "w").write(
+        f"final_update\n{100 * len(scores)}\n"
+    )  # finished
     return run_dir
 
 
@@ -80,9 +93,13 @@ def test_reach_on_hand_made_curves(tmp_path):
     assert row["scratch_final"] == 40 and row["scratch_plateaued"]
     assert row["pretrained_0.9"] == {"seeds": 2, "reached": 2, "updates": 250.0, "wall_s": 25.0}
     assert row["scratch_0.9"]["updates"] == 600.0  # 36 first reached at update 600 (39)
-    assert row["update_ratio_0.9"] == pytest.approx(250 / 600) and row["wall_ratio_0.9"] == pytest.approx(25 / 60)
+    assert row["update_ratio_0.9"] == pytest.approx(250 / 600) and row[
+        "wall_ratio_0.9"
+    ] == pytest.approx(25 / 60)
     assert row["pretrained_0.95"]["reached"] == 1 and row["pretrained_0.95"]["updates"] == 300.0
-    table = summarize.figure2_markdown(groups_of(tmp_path), summarize.reach(groups_of(tmp_path)), {})
+    table = summarize.figure2_markdown(
+        groups_of(tmp_path), summarize.reach(groups_of(tmp_path)), {}
+    )
     assert "250 (2/2), 0.42" in table and "300 (1/2), 0.50" in table
 
 
@@ -92,7 +109,9 @@ def test_no_ratio_where_scratch_still_climbs(tmp_path):
     groups = groups_of(tmp_path)
     row = summarize.reach(groups)[("a/x-v0", "algo")]
     assert not row["scratch_plateaued"] and row["update_ratio_0.9"] is None
-    assert row["pretrained_0.9"]["updates"] == 200.0  # reached, but no ratio against a climbing scratch
+    assert (
+        row["pretrained_0.9"]["updates"] == 200.0
+    )  # reached, but no ratio against a climbing scratch
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
     assert "no verdict: scratch has not plateaued at this budget" in table
 
@@ -104,7 +123,11 @@ def test_missing_seed_is_reported_and_final_episodes_score_the_run(tmp_path):
         write_run(tmp_path, "a/x-v0", "algo", True, seed, [40, 40, 40, 40])
     groups = groups_of(tmp_path)
     assert summarize.missing_seeds(groups) == {("a/x-v0", "algo", True): [3]}
-    assert [r["final"] for r in groups[("a/x-v0", "algo", False)]] == [40.0, 40.0, 40.0]  # mean of 30 and 50
+    assert [r["final"] for r in groups[("a/x-v0", "algo", False)]] == [
+        40.0,
+        40.0,
+        40.0,
+    ]  # mean of 30 and 50
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
     assert "missing: a/x-v0 algo pretrained, seed(s) 3" in table
     assert "40.0 ± 0.0 (2) / 40.0 ± 0.0 (3)" in table
@@ -121,10 +144,14 @@ def test_figure2_command_writes_the_figures(tmp_path):
     for name in ("figure2_updates.png", "figure2_wall.png", "figure2_iqm.png"):
         assert os.path.getsize(tmp_path / "out" / name) > 5000, name
     rows = open(tmp_path / "out" / "figure2_table.md").read().splitlines()[2:]
-    assert [r.split(" | ")[:2] for r in rows] == [["| " + d, a] for a in ("td3bc_pretrain", "edac_pretrain")
-                                                  for d in ("a/x-v0", "b/x-v0")]  # fmt: skip
+    assert [r.split(" | ")[:2] for r in rows] == [
+        ["| " + d, a] for a in ("td3bc_pretrain", "edac_pretrain") for d in ("a/x-v0", "b/x-v0")
+    ]
     table = open(tmp_path / "out" / "summary.md").read()
-    assert "td3bc_pretrain, final score over 2 datasets x 2 seeds, IQM [95% CI]: pretrained 40.0" in table
+    assert (
+        "td3bc_pretrain, final score over 2 datasets x 2 seeds, IQM [95% CI]: pretrained 40.0"
+        in table
+    )
     assert "P(pretrained > scratch)" in table
 
 
@@ -132,15 +159,27 @@ def test_claim_verdict_per_panel(tmp_path):
     """The paper's claim (< 1/2 of the updates and wall-clock to 90% of scratch's final) per panel: holds where
     pretrained gets there in 250/600 updates; not where it needs 500/600; not where a pretrained seed never does."""
     scratch = [0, 10, 20, 30, 35, 39, 40, 40, 40, 40, 40, 40]  # 90% of 40 = 36, first at update 600
-    for d, pretrained in (("a/x-v0", [10, 36] + [38] * 10), ("b/x-v0", [10, 20, 30, 30, 37] + [38] * 7),
-                          ("c/x-v0", [10] * 12)):  # fmt: skip
+    for d, pretrained in (
+        ("a/x-v0", [10, 36] + [38] * 10),
+        ("b/x-v0", [10, 20, 30, 30, 37] + [38] * 7),
+        ("c/x-v0", [10] * 12),
+    ):
         write_run(tmp_path, d, "algo", False, 1, scratch)
         write_run(tmp_path, d, "algo", True, 1, pretrained)
     groups = groups_of(tmp_path)
     rows = summarize.reach(groups)
-    assert summarize.claim(rows[("a/x-v0", "algo")]) == "holds: 0.33 of the updates, 0.33 of the wall-clock"
-    assert summarize.claim(rows[("b/x-v0", "algo")]) == "does not hold: 0.83 of the updates, 0.83 of the wall-clock"
-    assert summarize.claim(rows[("c/x-v0", "algo")]) == "does not hold: 1 of 1 pretrained seeds never reach 90%"
+    assert (
+        summarize.claim(rows[("a/x-v0", "algo")])
+        == "holds: 0.33 of the updates, 0.33 of the wall-clock"
+    )
+    assert (
+        summarize.claim(rows[("b/x-v0", "algo")])
+        == "does not hold: 0.83 of the updates, 0.83 of the wall-clock"
+    )
+    assert (
+        summarize.claim(rows[("c/x-v0", "algo")])
+        == "does not hold: 1 of 1 pretrained seeds never reach 90%"
+    )
     table = summarize.figure2_markdown(groups, rows, {})
     assert table.count("| holds: ") == 1 and table.count("| does not hold: ") == 2
     short = summarize.readme_table(groups, rows).splitlines()
@@ -173,7 +212,9 @@ def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_
             write_run(tmp_path / "runs", d, "edac_pretrain", True, seed, [0, 0, 0, 0])
             write_run(tmp_path / "runs", d, "edac_pretrain", False, seed, [0, 20, 40, 40, 40, 40])
         for seed in (1, 2):
-            write_run(tmp_path / "runs", d, "edac_bc_pretrain", True, seed, [40, 45, 45, 45, 45, 45])
+            write_run(
+                tmp_path / "runs", d, "edac_bc_pretrain", True, seed, [40, 45, 45, 45, 45, 45]
+            )
     groups = groups_of(tmp_path / "runs")
     scratch = groups[("a/x-v0", "edac_bc_pretrain", False)]
     assert [r["algorithm"] for r in scratch] == ["edac_pretrain"] * 3
@@ -185,10 +226,17 @@ def test_hybrid_with_pretrained_runs_only_is_compared_with_its_base_scratch(tmp_
     assert row["update_ratio_0.9"] == pytest.approx(100 / 300)
     assert summarize.missing_seeds(groups) == {}
     out = summarize.rliable_summary(groups, reps=100)["edac_bc_pretrain"]["final"]
-    assert out["pretrained"][0] == 45 and out["scratch"][0] == 40 and out["P(pretrained > scratch)"][0] == 1
+    assert (
+        out["pretrained"][0] == 45
+        and out["scratch"][0] == 40
+        and out["P(pretrained > scratch)"][0] == 1
+    )
     assert out["seeds"] == 2
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
-    assert "| a/x-v0 | edac_bc_pretrain vs edac_pretrain's scratch | 45.0 ± 0.0 (2) / 40.0 ± 0.0 (3) |" in table
+    assert (
+        "| a/x-v0 | edac_bc_pretrain vs edac_pretrain's scratch | 45.0 ± 0.0 (2) / 40.0 ± 0.0 (3) |"
+        in table
+    )
     os.makedirs(tmp_path / "out")
     paths = summarize.plot_figure2(groups, str(tmp_path / "out"))
     assert len(paths) == 3 and all(os.path.getsize(p) > 5000 for p in paths)
@@ -206,9 +254,17 @@ def test_reach_is_where_the_curve_stays_not_a_first_touch(tmp_path):
     write_run(tmp_path, "a/x-v0", "algo", True, 1, [40, 10, 10, 10, 38, 39, 30, 40, 40, 40, 40, 40])
     groups = groups_of(tmp_path)
     strict, lenient = (summarize.reach(groups, dips=k)[("a/x-v0", "algo")] for k in (0, 1))
-    assert strict["pretrained_0.9"]["updates"] == 800 and strict["update_ratio_0.9"] == pytest.approx(800 / 600)
-    assert lenient["pretrained_0.9"]["updates"] == 500 and lenient["update_ratio_0.9"] == pytest.approx(500 / 600)
-    assert strict["first_pretrained_0.9"]["updates"] == lenient["first_pretrained_0.9"]["updates"] == 100
+    assert strict["pretrained_0.9"]["updates"] == 800 and strict[
+        "update_ratio_0.9"
+    ] == pytest.approx(800 / 600)
+    assert lenient["pretrained_0.9"]["updates"] == 500 and lenient[
+        "update_ratio_0.9"
+    ] == pytest.approx(500 / 600)
+    assert (
+        strict["first_pretrained_0.9"]["updates"]
+        == lenient["first_pretrained_0.9"]["updates"]
+        == 100
+    )
     assert summarize.claim(strict).startswith("does not hold: 1.33 of the updates")
     table = summarize.figure2_markdown(groups, summarize.reach(groups), {})
     assert "| 100 (1/1), 0.17 |" in table and "(0 evaluation(s) below it allowed)" in table
@@ -224,6 +280,8 @@ def test_readme_table_is_the_summary_of_the_tracked_runs(tmp_path, capsys):
     assert table == open(os.path.join(ROOT, "docs", "figure2", "figure2_table.md")).read()
     readme = open(os.path.join(ROOT, "README.md")).read()
     start, end = "<!-- figure2_table.md -->\n", "<!-- /figure2_table.md -->"
-    assert readme.count(start) == 1 and readme.count(end) == 1, "README lost the markers of its Figure 2 table"
+    assert readme.count(start) == 1 and readme.count(end) == 1, (
+        "README lost the markers of its Figure 2 table"
+    )
     assert readme.split(start)[1].split(end)[0] == table
     assert "docs/figure2/figure2_updates.png" in readme

@@ -9,7 +9,12 @@ import subprocess
 
 from conftest import ROOT, TINY, run_script
 
-SCALE = {"--steps": "2000", "--total-timesteps": "300", "--pretrain-steps": "100", "--eval-freq": "100"}
+SCALE = {
+    "--steps": "2000",
+    "--total-timesteps": "300",
+    "--pretrain-steps": "100",
+    "--eval-freq": "100",
+}
 
 
 def readme_main_job():
@@ -28,8 +33,15 @@ def test_readme_main_job_runs_offline(tmp_path):
         assert n == 1, f"{flag} not in the README command"
     shutil.copy(os.path.join(ROOT, "utils.py"), tmp_path)
     shutil.copy(os.path.join(ROOT, "td3bc_pretrain.py"), tmp_path)
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "minari"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    res = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        MINARI_DATASETS_PATH=str(tmp_path / "minari"),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    res = subprocess.run(
+        ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "wrote local/hopper/random-v0" in res.stdout
     assert "results in runs/" in res.stdout and "--env-id hopper-medium" in res.stdout
@@ -62,7 +74,9 @@ def test_a_renamed_copy_names_its_runs_after_itself(minari_root, tmp_path):
     import json
 
     config = json.load(open(os.path.join(run_dir, "config.json")))
-    assert config["exp_name"] == "my_idea" and config["script"] == "my_idea.py"  # tools/summarize.py groups by exp_name
+    assert (
+        config["exp_name"] == "my_idea" and config["script"] == "my_idea.py"
+    )  # tools/summarize.py groups by exp_name
 
 
 def broken_copy(tmp_path, bug):
@@ -82,12 +96,19 @@ def test_an_error_in_an_edited_loss_keeps_its_traceback(minari_root, tmp_path):
     line = broken_copy(tmp_path, "obs = obs @ torch.ones(3, 4)  # a shape bug")
     args = TINY + ["--total-timesteps", "20", "--pretrain-steps", "10", "--eval-freq", "20"]
     for compile_flag in ("--no-compile", "--compile"):
-        res = run_script(args + [compile_flag], cwd=str(tmp_path), script=str(tmp_path / "broken.py"))
+        res = run_script(
+            args + [compile_flag], cwd=str(tmp_path), script=str(tmp_path / "broken.py")
+        )
         assert res.returncode == 1 and "Traceback" in res.stderr, res.stderr
-        assert f'broken.py", line {line}, in bc_loss' in res.stderr, (compile_flag, res.stderr[-3000:])
+        assert f'broken.py", line {line}, in bc_loss' in res.stderr, (
+            compile_flag,
+            res.stderr[-3000:],
+        )
         assert "obs = obs @ torch.ones(3, 4)" in res.stderr
         assert not res.stderr.startswith("error:")
-    line = broken_copy(tmp_path, 'raise ValueError("my own mistake")')  # not mistaken for a bad flag
+    line = broken_copy(
+        tmp_path, 'raise ValueError("my own mistake")'
+    )  # not mistaken for a bad flag
     res = run_script(args + ["--no-compile"], cwd=str(tmp_path), script=str(tmp_path / "broken.py"))
     assert res.returncode == 1 and f'broken.py", line {line}, in bc_loss' in res.stderr
     assert "ValueError: my own mistake" in res.stderr
@@ -111,7 +132,9 @@ def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     status = [
-        line for line in res.stdout.splitlines() if line.startswith("[pretrain ") or line.startswith("[finetune ")
+        line
+        for line in res.stdout.splitlines()
+        if line.startswith("[pretrain ") or line.startswith("[finetune ")
     ]
     assert [line.split("]")[0] for line in status] == [
         "[pretrain 50/200",

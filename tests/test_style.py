@@ -7,7 +7,9 @@ from conftest import ROOT
 
 
 def ruff(*args):
-    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_formatted():

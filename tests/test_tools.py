@@ -8,28 +8,62 @@ from conftest import run_script
 
 def test_reference_edac():
     res = run_script(
-        ["--algo", "edac", "--num-critics", "2", "--steps", "1", "--obs-dim", "3", "--act-dim", "2"],
+        [
+            "--algo",
+            "edac",
+            "--num-critics",
+            "2",
+            "--steps",
+            "1",
+            "--obs-dim",
+            "3",
+            "--act-dim",
+            "2",
+        ],
         script="tools/speed_reference.py",
     )
     assert res.returncode == 0, res.stderr
     assert re.search(
-        r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), finetune: [\d.]+ updates/s", res.stdout
+        r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), finetune: [\d.]+ updates/s",
+        res.stdout,
     )
-    flags = ["--algo", "edac", "--num-critics", "2", "--steps", "1", "--obs-dim", "3", "--act-dim", "2"]
+    flags = [
+        "--algo",
+        "edac",
+        "--num-critics",
+        "2",
+        "--steps",
+        "1",
+        "--obs-dim",
+        "3",
+        "--act-dim",
+        "2",
+    ]
     res = run_script([*flags, "--phase", "pretrain"], script="tools/speed_reference.py")
     assert res.returncode == 0, res.stderr
-    assert re.search(r"EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout)
+    assert re.search(
+        r"EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout
+    )
 
 
 def test_reference_td3bc_with_and_without_layernorm():
     for flags, name in (([], "no LayerNorm"), (["--layernorm"], "LayerNorm")):
-        res = run_script(["--algo", "td3bc", "--steps", "3", *flags], script="tools/speed_reference.py")
+        res = run_script(
+            ["--algo", "td3bc", "--steps", "3", *flags], script="tools/speed_reference.py"
+        )
         assert res.returncode == 0, res.stderr
-        assert re.search(rf"CORL-structured TD3\+BC \({name}, 256x2, eager fp32\), finetune: [\d.]+ upd", res.stdout)
-    res = run_script(["--algo", "td3bc", "--steps", "3", "--layernorm", "--phase", "pretrain"],
-                     script="tools/speed_reference.py")  # fmt: skip
+        assert re.search(
+            rf"CORL-structured TD3\+BC \({name}, 256x2, eager fp32\), finetune: [\d.]+ upd",
+            res.stdout,
+        )
+    res = run_script(
+        ["--algo", "td3bc", "--steps", "3", "--layernorm", "--phase", "pretrain"],
+        script="tools/speed_reference.py",
+    )
     assert res.returncode == 0, res.stderr
-    assert re.search(r"TD3\+BC \(LayerNorm, 256x2, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout)
+    assert re.search(
+        r"TD3\+BC \(LayerNorm, 256x2, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout
+    )
 
 
 def test_reference_edac_update_trains_the_critics():
@@ -39,12 +73,17 @@ def test_reference_edac_update_trains_the_critics():
 
     import torch
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    sys.path.insert(
+        0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+    )
     import speed_reference as R
 
     torch.manual_seed(0)
     agent, buffer = R.EDACReference(3, 2, n=3), R.Buffer(100, 3, 2)
-    before = [p.detach().clone() for p in (*agent.critic.parameters(), *agent.actor.parameters(), agent.log_alpha)]
+    before = [
+        p.detach().clone()
+        for p in (*agent.critic.parameters(), *agent.actor.parameters(), agent.log_alpha)
+    ]
     agent.train(buffer.sample(8))
     after = [*agent.critic.parameters(), *agent.actor.parameters(), agent.log_alpha]
     assert all(not torch.equal(b, a) for b, a in zip(before, after))
@@ -53,13 +92,19 @@ def test_reference_edac_update_trains_the_critics():
     # the pretraining updates train what they claim: EDAC's critics only, TD3+BC's critics and actor
     before = [p.detach().clone() for p in (*agent.critic.parameters(), *agent.actor.parameters())]
     agent.pretrain(buffer.sample(8))
-    changed = [not torch.equal(b, a) for b, a in zip(before, (*agent.critic.parameters(), *agent.actor.parameters()))]
+    changed = [
+        not torch.equal(b, a)
+        for b, a in zip(before, (*agent.critic.parameters(), *agent.actor.parameters()))
+    ]
     n_critic = len(list(agent.critic.parameters()))
     assert all(changed[:n_critic]) and not any(changed[n_critic:])
     td3 = R.TD3BCReference(3, 2, layernorm=True)
     before = [p.detach().clone() for p in (*td3.critic_1.parameters(), *td3.actor.parameters())]
     td3.pretrain(buffer.sample(8))
-    assert all(not torch.equal(b, a) for b, a in zip(before, (*td3.critic_1.parameters(), *td3.actor.parameters())))
+    assert all(
+        not torch.equal(b, a)
+        for b, a in zip(before, (*td3.critic_1.parameters(), *td3.actor.parameters()))
+    )
 
 
 def test_plot_losses_of_a_run(tmp_path):
@@ -67,34 +112,25 @@ def test_plot_losses_of_a_run(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "losses.csv").write_text("update,phase,name,value\n10,pretrain,losses/a,1.0\n20,finetune,losses/a,0.5\n")
-    (run / "eval.csv").write_text("update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
-                                  "20,finetune,1,1,1,5,0,50,0\n")  # fmt: skip
+    (run / "losses.csv").write_text(
+        "update,phase,name,value\n10,pretrain,losses/a,1.0\n20,finetune,losses/a,0.5\n"
+    )
+    (run / "eval.csv").write_text(
+        "update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
+        "20,finetune,1,1,1,5,0,50,0\n"
+    )
     (run / "config.json").write_text(json.dumps({"pretrain_steps": 10}))
-    res = run_script([str(run), "--names", "losses/a", "--out", str(tmp_path / "p.png")], script="tools/plot_losses.py")
+    res = run_script(
+        [str(run), "--names", "losses/a", "--out", str(tmp_path / "p.png")],
+        script="tools/plot_losses.py",
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "p.png").stat().st_size > 1000
     res = run_script([str(run), "--names", "losses/b"], script="tools/plot_losses.py")
-    assert res.returncode == 2 and "no run logged 'losses/b'; logged: eval/normalized_score, losses/a" in res.stderr
-
-
-def test_profile_update_runs_each_td3bc_phase():
-    for phase in ("pretrain", "finetune"):
-        res = run_script(["--script", "td3bc_pretrain", "--phase", phase, "--no-compile", "--steps", "2", "--top", "3"],
-                         script="tools/profile_update.py")  # fmt: skip
-        assert res.returncode == 0, res.stderr
-        assert f"td3bc_pretrain {phase}, fp32, eager:" in res.stdout and "Self CPU" in res.stdout
-    res = run_script(["--script", "td3bc_pretrain", "--phase", "critic-pretrain"], script="tools/profile_update.py")
-    assert res.returncode == 2 and "--phase for td3bc_pretrain: one of pretrain, finetune" in res.stderr
-
-
-def test_profile_update_runs_each_edac_phase():
-    """EDAC's phases with the script's current loss signatures and defaults (CQL on in both phases, anchor off)."""
-    for phase in ("actor-pretrain", "critic-pretrain", "finetune"):
-        res = run_script(["--script", "edac_pretrain", "--phase", phase, "--num-critics", "2", "--no-compile", "--steps", "2",
-                          "--top", "3"], script="tools/profile_update.py")  # fmt: skip
-        assert res.returncode == 0, res.stderr
-        assert f"edac_pretrain {phase}" in res.stdout and "Self CPU" in res.stdout
+    assert (
+        res.returncode == 2
+        and "no run logged 'losses/b'; logged: eval/normalized_score, losses/a" in res.stderr
+    )
 
 
 def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
@@ -123,13 +159,18 @@ def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
             "--eval-episodes",
             "1",
         ]
-        res = run_script([*flags, "--save-model", "--runs-dir", str(tmp_path / script)], script=script)
+        res = run_script(
+            [*flags, "--save-model", "--runs-dir", str(tmp_path / script)], script=script
+        )
         assert res.returncode == 0, res.stderr
         run_dir = run_dir_of(res.stdout)
-        recorded = float(list(csv.DictReader(open(os.path.join(run_dir, "eval.csv"))))[-1]["return_mean"])
+        recorded = float(
+            list(csv.DictReader(open(os.path.join(run_dir, "eval.csv"))))[-1]["return_mean"]
+        )
         seed = utils.eval_seeds(1, 1)[0]
         res = run_script(
-            [run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"], script="tools/rollout.py"
+            [run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"],
+            script="tools/rollout.py",
         )
         assert res.returncode == 0, res.stderr
         assert (
@@ -137,4 +178,7 @@ def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
             and "squared distance to the dataset's action" in res.stdout
         )
         returns = [float(m) for m in re.findall(r"episode \d: return (-?[\d.]+)", res.stdout)]
-        assert len(returns) == 2 and returns[0] == pytest.approx(recorded, abs=0.5), (returns, recorded)
+        assert len(returns) == 2 and returns[0] == pytest.approx(recorded, abs=0.5), (
+            returns,
+            recorded,
+        )

@@ -56,17 +56,24 @@ def test_flags_checked_before_the_dataset_loads(script, overrides, message, tmp_
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_runs_dir_naming_a_file(script, tmp_path, monkeypatch):
-    monkeypatch.setattr(utils, "load_dataset", lambda *_: pytest.fail("dataset loaded before the flags were checked"))
+    monkeypatch.setattr(
+        utils,
+        "load_dataset",
+        lambda *_: pytest.fail("dataset loaded before the flags were checked"),
+    )
     a_file = tmp_path / "not-a-dir"
     a_file.write_text("")
-    with pytest.raises(ValueError, match=f"--runs-dir {a_file} is a file, not a directory: name a folder"):
+    with pytest.raises(
+        ValueError, match=f"--runs-dir {a_file} is a file, not a directory: name a folder"
+    ):
         run_main(MODULES[script], tmp_path, runs_dir=str(a_file))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_batch_larger_than_the_dataset(script, minari_root, tmp_path):
     with pytest.raises(
-        ValueError, match=r"--batch-size 2000000000 exceeds the dataset's \d+ transitions: use at most \d+"
+        ValueError,
+        match=r"--batch-size 2000000000 exceeds the dataset's \d+ transitions: use at most \d+",
     ):
         run_main(MODULES[script], tmp_path, batch_size=2_000_000_000)
     assert not os.path.exists(tmp_path / "runs")  # refused before a run directory was made
@@ -85,12 +92,17 @@ def episodes(truncated_end):
 def test_gamma_one_with_geometric_tail_only_fails_on_truncated_ends(script):
     module = MODULES[script]
     args = module.Args(gamma=1.0, mc_tail="geometric", batch_size=2)
-    utils.check_data(args, episodes(truncated_end=False))  # every episode terminates: the paper's Table 1 case
+    utils.check_data(
+        args, episodes(truncated_end=False)
+    )  # every episode terminates: the paper's Table 1 case
     with pytest.raises(
-        ValueError, match="--gamma 1.0 with --mc-tail geometric: 1 episode\\(s\\) end truncated.*use --mc-tail none"
+        ValueError,
+        match="--gamma 1.0 with --mc-tail geometric: 1 episode\\(s\\) end truncated.*use --mc-tail none",
     ):
         utils.check_data(args, episodes(truncated_end=True))
-    utils.check_data(module.Args(gamma=1.0, mc_tail="none", batch_size=2), episodes(truncated_end=True))
+    utils.check_data(
+        module.Args(gamma=1.0, mc_tail="none", batch_size=2), episodes(truncated_end=True)
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -98,25 +110,31 @@ def test_returns_with_gamma_one_and_the_default_tail(script):
     module = MODULES[script]
     data = episodes(truncated_end=False)
     if hasattr(module, "mc_returns"):
-        returns = lambda d: module.mc_returns(d["rewards"], d["terminations"], d["truncations"], gamma=1.0)
+        returns = lambda d: module.mc_returns(
+            d["rewards"], d["terminations"], d["truncations"], gamma=1.0
+        )
     else:  # the soft returns with zero entropy are the hard returns
         returns = lambda d: module.soft_mc_returns(
             d["rewards"], np.zeros(4), d["terminations"], d["truncations"], gamma=1.0, alpha=0.5
         )
-    np.testing.assert_allclose(returns(data), [1 + 2, 2, 3 + 4, 4])  # undiscounted sums within each episode
+    np.testing.assert_allclose(
+        returns(data), [1 + 2, 2, 3 + 4, 4]
+    )  # undiscounted sums within each episode
     with pytest.raises(ValueError, match="needs gamma < 1: 1 episode\\(s\\) end truncated"):
         returns(episodes(truncated_end=True))
 
 
 @pytest.mark.parametrize("reader", SCRIPTS)
 def test_resume_of_another_scripts_run_names_it(reader, tmp_path):
-    writer = SCRIPTS[(SCRIPTS.index(reader) + 2) % 4]  # the hybrid of a base script, or the base of a hybrid
+    writer = SCRIPTS[
+        (SCRIPTS.index(reader) + 2) % 4
+    ]  # the hybrid of a base script, or the base of a hybrid
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     config = asdict(MODULES[writer].Args())
     json.dump({**config, "script": f"{writer}.py"}, open(run_dir / "config.json", "w"))
     with pytest.raises(ValueError) as e:
-        utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
+        utils.read_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
     assert (
         f"that run was written by {writer}.py, not {reader}.py; resume it with python {writer}.py --resume {run_dir}"
         in str(e.value)
@@ -124,21 +142,31 @@ def test_resume_of_another_scripts_run_names_it(reader, tmp_path):
     # a config.json from before the script was recorded: the fields that give it away are named
     json.dump(config, open(run_dir / "config.json", "w"))
     extra = sorted(set(config) - set(asdict(MODULES[reader].Args())))
-    if extra:  # (a hybrid accepts its base's fields: there only the recorded script name tells them apart)
+    if (
+        extra
+    ):  # (a hybrid accepts its base's fields: there only the recorded script name tells them apart)
         with pytest.raises(
             ValueError,
             match=f"written by another script \\(its config has {', '.join(extra)}, which {reader}.py lacks\\)",
         ):
-            utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
+            utils.read_config(str(run_dir), MODULES[reader].Args, f"{reader}.py")
     # its own runs resume
-    json.dump({**asdict(MODULES[reader].Args()), "script": f"{reader}.py"}, open(run_dir / "config.json", "w"))
-    assert utils.load_config(str(run_dir), MODULES[reader].Args, f"{reader}.py").resume == str(run_dir)
+    json.dump(
+        {**asdict(MODULES[reader].Args()), "script": f"{reader}.py"},
+        open(run_dir / "config.json", "w"),
+    )
+    assert utils.read_config(str(run_dir), MODULES[reader].Args, f"{reader}.py").resume == str(
+        run_dir
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_corrupt_dataset_file_is_named_with_the_fix(script, minari_root, tmp_path, monkeypatch):
     root = tmp_path / "minari"
-    shutil.copytree(os.path.join(minari_root, "local", "hopper", "random-v0"), root / "local" / "hopper" / "random-v0")
+    shutil.copytree(
+        os.path.join(minari_root, "local", "hopper", "random-v0"),
+        root / "local" / "hopper" / "random-v0",
+    )
     data_file = root / "local" / "hopper" / "random-v0" / "data" / "main_data.hdf5"
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
@@ -146,13 +174,20 @@ def test_corrupt_dataset_file_is_named_with_the_fix(script, minari_root, tmp_pat
     with pytest.raises(utils.DatasetError) as e:
         run_main(MODULES[script], tmp_path)
     message = str(e.value)
-    assert f"{data_file} cannot be read (OSError: " in message and "damaged or incomplete" in message
-    assert "Fix: rebuild it: `python utils.py build-random hopper --overwrite`" in message
+    assert (
+        f"{data_file} cannot be read (OSError: " in message and "damaged or incomplete" in message
+    )
+    assert "Fix: rebuild it: `python tools/build_random.py hopper --overwrite`" in message
 
 
-def test_corrupt_downloaded_dataset_says_download_again(tmp_path):
-    error = utils.unreadable_dataset("mujoco/hopper/medium-v0", str(tmp_path), OSError("truncated file"))
-    assert f"Fix: delete {tmp_path} and download it again: `minari download mujoco/hopper/medium-v0`" in str(error)
+def test_corrupt_downloaded_dataset_says_download_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    error = utils.unreadable("mujoco/hopper/medium-v0", OSError("truncated file"))
+    path = tmp_path / "mujoco/hopper/medium-v0"
+    assert (
+        f"Fix: delete {path} and download it again: `minari download mujoco/hopper/medium-v0`"
+        in str(error)
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

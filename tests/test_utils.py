@@ -1,12 +1,16 @@
-"""utils.py: names, errors, flattening at episode boundaries, scores, evaluation, build-random."""
+"""utils.py: names, errors, flattening at episode boundaries, scores, evaluation, summaries;
+tools/build_random.py."""
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import run_script
 
+import td3bc_pretrain
 import utils
+from tools.build_random import build_random_dataset
 
 
 def make_dataset(dataset_id, episodes, ref=None):
@@ -16,7 +20,9 @@ def make_dataset(dataset_id, episodes, ref=None):
 
     buffers, k = [], 0
     for i, (T, terminated) in enumerate(episodes):
-        obs = np.arange(k, k + T + 1, dtype=np.float64)[:, None].repeat(11, 1)  # row t holds its global index
+        obs = np.arange(k, k + T + 1, dtype=np.float64)[:, None].repeat(
+            11, 1
+        )  # row t holds its global index
         k += T + 1
         te = np.zeros(T, bool)
         te[-1] = terminated
@@ -49,8 +55,11 @@ def test_unknown_short_name_lists_known_ones():
     with pytest.raises(utils.DatasetError) as e:
         utils.resolve_dataset_id("hopper-mediun")
     msg = str(e.value)
-    assert "unknown env id 'hopper-mediun'" in msg
-    assert "hopper-medium" in msg and "pen-human" in msg and "mujoco/hopper/medium-v0" in msg
+    assert "unknown env id 'hopper-mediun': did you mean 'hopper-medium'?" in msg
+    assert "pen-human" in msg and "relocate-cloned" in msg  # the known names
+    with pytest.raises(utils.DatasetError) as e:
+        utils.resolve_dataset_id("qqq")
+    assert "did you mean" not in str(e.value)  # no near miss, no guess
 
 
 def test_missing_dataset_explains_fix(minari_root, monkeypatch):
@@ -70,7 +79,7 @@ def test_missing_dataset_explains_fix(minari_root, monkeypatch):
 
 
 def test_missing_random_dataset_says_how_to_build(minari_root):
-    with pytest.raises(utils.DatasetError, match="python utils.py build-random walker2d"):
+    with pytest.raises(utils.DatasetError, match="python tools/build_random.py walker2d"):
         utils.load_dataset("walker2d-random")
 
 
@@ -99,8 +108,12 @@ def test_reference_scores_metadata_then_table_then_none(minari_root):
 
 
 def test_normalized_score():
-    np.testing.assert_allclose(utils.normalized_score([0.0, 5.0, 10.0], (0.0, 10.0)), [0.0, 50.0, 100.0])
-    np.testing.assert_allclose(utils.normalized_score([-20.272305], utils.D4RL_REF_SCORES["hopper"]), [0.0], atol=1e-9)
+    np.testing.assert_allclose(
+        utils.normalized_score([0.0, 5.0, 10.0], (0.0, 10.0)), [0.0, 50.0, 100.0]
+    )
+    np.testing.assert_allclose(
+        utils.normalized_score([-20.272305], utils.TASKS["hopper"][2]), [0.0], atol=1e-9
+    )
 
 
 def test_paper_protocol_scores_and_time_limit(minari_root):
@@ -112,14 +125,16 @@ def test_paper_protocol_scores_and_time_limit(minari_root):
     assert utils.eval_time_limit(make_dataset("test/door/proto-v0", [(2, True)]), "d4rl") == 200
     hopper = utils.load_dataset("hopper-random")
     assert utils.eval_time_limit(hopper, "paper") is None  # MuJoCo tasks keep D4RL's protocol
-    assert utils.eval_time_limit(hopper, "d4rl") is None and utils.dataset_time_limit(hopper) == 1000
+    assert (
+        utils.eval_time_limit(hopper, "d4rl") is None and utils.dataset_time_limit(hopper) == 1000
+    )
     with pytest.raises(ValueError, match="unknown eval protocol"):
         utils.eval_time_limit(hopper, "fast")
 
 
 def test_evaluate_parallel_seeded_and_normalized(minari_root):
     ds = utils.load_dataset("hopper-random")
-    envs = utils.make_eval_envs(ds, 3)
+    envs = utils.make_eval_envs(ds, SimpleNamespace(eval_protocol="d4rl", eval_episodes=3))
     assert envs.envs[0].spec.max_episode_steps == 1000  # the dataset's eval env
     seen = []
 
@@ -127,34 +142,37 @@ def test_evaluate_parallel_seeded_and_normalized(minari_root):
         seen.append(obs.copy())
         return np.zeros((obs.shape[0], 3), np.float32)
 
-    mean, std = np.full(11, 1.0, np.float32), np.full(11, 2.0, np.float32)
-    r1, s1 = utils.evaluate(policy, envs, mean, std, [1, 2, 3], utils.reference_scores(ds))
+    r1, s1 = utils.evaluate(policy, envs, [1, 2, 3], utils.reference_scores(ds))
     first_obs = seen[0]
-    r2, _ = utils.evaluate(policy, envs, mean, std, [1, 2, 3], utils.reference_scores(ds))
-    r3, _ = utils.evaluate(policy, envs, mean, std, [4, 5, 6], utils.reference_scores(ds))
+    r2, _ = utils.evaluate(policy, envs, [1, 2, 3], utils.reference_scores(ds))
+    r3, _ = utils.evaluate(policy, envs, [4, 5, 6], utils.reference_scores(ds))
     np.testing.assert_array_equal(r1, r2)  # reproducible
     assert len(set(np.round(r1, 6))) == 3  # seeds differ per episode
     assert not np.array_equal(r1, r3)
     np.testing.assert_allclose(s1, 100 * (r1 + 20.272305) / (3234.3 + 20.272305))
-    # the policy sees normalized observations: raw = first_obs * std + mean, and Hopper starts near z=1.25
-    raw = first_obs * std + mean
-    assert np.all(np.abs(raw[:, 0] - 1.25) < 0.01)
-    short = utils.make_eval_envs(ds, 1, max_episode_steps=5)
-    assert short.envs[0].spec.max_episode_steps == 5
+    assert np.all(
+        np.abs(first_obs[:, 0] - 1.25) < 0.01
+    )  # raw observations: Hopper starts at z=1.25
 
 
+@pytest.mark.slow
 def test_build_random_cli(tmp_path):
     root = str(tmp_path / "root")
     res = run_script(
-        ["build-random", "hopper", "--steps", "300", "--seed", "3"],
-        script="utils.py",
+        ["hopper", "--steps", "300", "--seed", "3"],
+        script="tools/build_random.py",
         env_extra={"MINARI_DATASETS_PATH": root},
     )
     assert res.returncode == 0, res.stderr
-    assert f"wrote local/hopper/random-v0 to {os.path.join(root, 'local/hopper/random-v0')}" in res.stdout
+    assert (
+        f"wrote local/hopper/random-v0 to {os.path.join(root, 'local/hopper/random-v0')}"
+        in res.stdout
+    )
     assert "--env-id hopper-random" in res.stdout
     again = run_script(
-        ["build-random", "hopper", "--steps", "300"], script="utils.py", env_extra={"MINARI_DATASETS_PATH": root}
+        ["hopper", "--steps", "300"],
+        script="tools/build_random.py",
+        env_extra={"MINARI_DATASETS_PATH": root},
     )
     assert "already exists" in again.stdout
     import minari
@@ -164,10 +182,12 @@ def test_build_random_cli(tmp_path):
     try:
         ds = minari.load_dataset("local/hopper/random-v0")
         assert ds.total_steps >= 300
-        assert ds.storage.metadata["ref_min_score"] == utils.D4RL_REF_SCORES["hopper"][0]
+        assert ds.storage.metadata["ref_min_score"] == utils.TASKS["hopper"][2][0]
         assert ds.recover_environment(eval_env=True).spec.max_episode_steps == 1000
         d = utils.flatten_dataset(ds)
-        assert np.all(np.abs(d["actions"]) <= 1.0) and d["actions"].std() > 0.4  # uniform on [-1, 1]
+        assert (
+            np.all(np.abs(d["actions"]) <= 1.0) and d["actions"].std() > 0.4
+        )  # uniform on [-1, 1]
     finally:
         os.environ["MINARI_DATASETS_PATH"] = old
 
@@ -178,14 +198,15 @@ def test_build_random_is_seeded(tmp_path, monkeypatch):
     arrays = []
     for i in range(2):
         monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / f"r{i}"))
-        utils.build_random_dataset("hopper", steps=200, seed=7)
+        build_random_dataset("hopper", steps=200, seed=7)
         arrays.append(utils.flatten_dataset(minari.load_dataset("local/hopper/random-v0")))
     for key in arrays[0]:
         np.testing.assert_array_equal(arrays[0][key], arrays[1][key])
 
 
+@pytest.mark.slow
 def test_list_command():
-    res = run_script(["list"], script="utils.py")
+    res = run_script(["--list"], script="tools/build_random.py")
     assert res.returncode == 0
     assert "hopper-medium" in res.stdout and "mujoco/hopper/medium-v0" in res.stdout
 
@@ -194,19 +215,22 @@ def test_summarize_run_window_mean(tmp_path):
     rows = "update,phase,wall_s,train_s,updates_per_s,return_mean,return_std,normalized_mean,normalized_std\n"
     for update, score in ((100, 10.0), (200, 20.0), (300, 40.0), (400, 90.0)):
         rows += f"{update},finetune,1,1,1,{score * 3},0,{score},0\n"
-    path = tmp_path / "eval.csv"
-    path.write_text(rows)
-    summary = utils.summarize_run(str(path), (200, 300))
-    assert summary["window_normalized"] == 30.0 and summary["window_evaluations"] == 2  # ends included
+    (tmp_path / "eval.csv").write_text(rows)
+    summary = utils.summarize_run(str(tmp_path), (200, 300))
+    assert (
+        summary["window_normalized"] == 30.0 and summary["window_evaluations"] == 2
+    )  # ends included
     assert summary["final_update"] == 400 and summary["final_normalized"] == 90.0
     written = (tmp_path / "summary.csv").read_text().splitlines()
     assert written[0].split(",")[-1] == "window_normalized" and written[1].split(",")[-1] == "30.0"
-    assert "window_normalized" not in utils.summarize_run(str(path), None)
+    assert "window_normalized" not in utils.summarize_run(str(tmp_path), None)
+    assert utils.window_score([100, 200], [1.0, 3.0], (0, 1000)) == 2.0
+    assert np.isnan(utils.window_score([100, 200], [1.0, 3.0], (300, 400)))
 
 
 def test_budget_and_window_defaults():
-    assert utils.default_budget("pen") == (300_000, 200_000) and utils.default_budget("hopper") == (1_000_000, 50_000)
-    assert utils.default_score_window("relocate") == (200_000, 300_000) and utils.default_score_window("hopper") is None
+    assert utils.paper_budget("pen") == (300_000, 200_000, (200_000, 300_000))
+    assert utils.paper_budget("hopper") == (1_000_000, 50_000, None)
 
 
 def test_adroit_scores_use_d4rls_time_limit(tmp_path, monkeypatch, capsys):
@@ -227,15 +251,30 @@ def test_adroit_scores_use_d4rls_time_limit(tmp_path, monkeypatch, capsys):
         a.append(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
         obs, reward, *_ = env.step(a[-1])
         o.append(obs), r.append(reward)
-    episode = EpisodeBuffer(id=0, observations=np.asarray(o), actions=np.asarray(a), rewards=np.asarray(r),
-                            terminations=np.zeros(5, bool), truncations=np.eye(5, dtype=bool)[-1], infos={})  # fmt: skip
-    ds = minari.create_dataset_from_buffers("test/pen/long-eval-v0", [episode], env=env, eval_env=eval_env)
+    episode = EpisodeBuffer(
+        id=0,
+        observations=np.asarray(o),
+        actions=np.asarray(a),
+        rewards=np.asarray(r),
+        terminations=np.zeros(5, bool),
+        truncations=np.eye(5, dtype=bool)[-1],
+        infos={},
+    )
+    ds = minari.create_dataset_from_buffers(
+        "test/pen/long-eval-v0", [episode], env=env, eval_env=eval_env
+    )
     assert utils.dataset_time_limit(ds) == 200 and utils.eval_time_limit(ds, "d4rl") == 100
-    utils.print_run_header(ds, utils.flatten_dataset(ds), utils.reference_scores(ds), "d4rl", "cpu", "runs/x")
+    args = td3bc_pretrain.Args(
+        env_id="test/pen/long-eval-v0", runs_dir=str(tmp_path / "runs"), batch_size=2
+    )
+    utils.start_run(args, "td3bc_pretrain.py")
     out = capsys.readouterr().out
-    assert "evaluation (d4rl protocol): episodes of at most 100 steps; reference scores random 96.262799" in out
-    assert "the dataset's eval env stops episodes at 200 steps: overridden to 100 (d4rl protocol)" in out
-    envs = utils.make_eval_envs(ds, 1, utils.eval_time_limit(ds, "d4rl"))
+    assert (
+        "evaluation (d4rl protocol): episodes of at most 100 steps; reference scores random 96.262799"
+        in out
+    )
+    assert "the dataset's eval env stops episodes at 200 steps: overridden (d4rl protocol)" in out
+    envs = utils.make_eval_envs(ds, args, 1)
     envs.reset(seed=0)
     for steps in range(1, 300):
         *_, term, trunc, _ = envs.step(np.zeros((1, 24), np.float32))

@@ -22,21 +22,47 @@ def frames(path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_capture_video_writes_the_first_episode_of_every_evaluation(script, minari_root, tmp_path):
     extra = ["--num-critics", "2"] if script.startswith("edac") else []
-    flags = ["--total-timesteps", "40", "--pretrain-steps", "20", "--eval-freq", "20", "--eval-episodes", "1"]
+    flags = [
+        "--total-timesteps",
+        "40",
+        "--pretrain-steps",
+        "20",
+        "--eval-freq",
+        "20",
+        "--eval-episodes",
+        "1",
+    ]
     track = ["--track"] if script == "td3bc_pretrain.py" else []
-    res = run_script([*TINY, *extra, *flags, *track, "--capture-video", "--save-model", "--runs-dir", str(tmp_path)],
-                     script=script, env_extra={"MUJOCO_GL": "egl", "WANDB_MODE": "offline", "WANDB_SILENT": "true"})  # fmt: skip
+    res = run_script(
+        [
+            *TINY,
+            *extra,
+            *flags,
+            *track,
+            "--capture-video",
+            "--save-model",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        script=script,
+        env_extra={"MUJOCO_GL": "egl", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
     assert sorted(os.listdir(os.path.join(run_dir, "videos"))) == ["update_20.mp4", "update_40.mp4"]
     if script != "td3bc_pretrain.py":
         return
-    (media,) = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "files", "media", "videos", "eval"))
+    (media,) = glob.glob(
+        os.path.join(run_dir, "wandb", "offline-run-*", "files", "media", "videos", "eval")
+    )
     assert len(os.listdir(media)) == 2  # --track: both videos reached wandb as eval/video
     # the checkpoint's actor replayed on the evaluation's first episode: as many frames as its steps + 1 (the start)
     seed = utils.eval_seeds(1, 1)[0]
-    roll = run_script([run_dir, "--episodes", "1", "--seed", str(seed), "--data-episodes", "2", "--video"],
-                      script="tools/rollout.py", env_extra={"MUJOCO_GL": "egl"})  # fmt: skip
+    roll = run_script(
+        [run_dir, "--episodes", "1", "--seed", str(seed), "--data-episodes", "2", "--video"],
+        script="tools/rollout.py",
+        env_extra={"MUJOCO_GL": "egl"},
+    )
     assert roll.returncode == 0, roll.stderr
     steps = int(re.search(r"episode 0: return -?[\d.]+, (\d+) steps", roll.stdout).group(1))
     size, count = frames(os.path.join(run_dir, "videos", "update_40.mp4"))
@@ -45,8 +71,19 @@ def test_capture_video_writes_the_first_episode_of_every_evaluation(script, mina
 
 
 def test_no_offscreen_renderer_is_one_error_naming_the_fix(minari_root, tmp_path):
-    res = run_script([*TINY, "--total-timesteps", "20", "--pretrain-steps", "10", "--capture-video",
-                      "--runs-dir", str(tmp_path)], env_extra={"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"})  # fmt: skip
+    res = run_script(
+        [
+            *TINY,
+            "--total-timesteps",
+            "20",
+            "--pretrain-steps",
+            "10",
+            "--capture-video",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+        env_extra={"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"},
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "--capture-video: offscreen rendering failed (MUJOCO_GL=osmesa" in res.stderr
     assert "MUJOCO_GL=egl" in res.stderr and "libegl1" in res.stderr

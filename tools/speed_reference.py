@@ -1,14 +1,16 @@
-"""Updates/s of CORL-structured reference loops, written by us, to compare the scripts' speed against.
+"""Updates/s of CORL-structured reference loops, written by us, to compare the scripts' speed
+against.
 
-The loops follow the structure of CORL's single-file TD3+BC and EDAC (the paper's code base): plain
-eager fp32 PyTorch, default Adam, per-parameter Polyak averaging, a replay buffer that indexes each
-field separately. They are not the scripts' algorithms in every detail (no state normalization, no
-pretraining), only their cost per update with the same sizes (batch 256, 17 observations, 6 actions).
+The loops follow the structure of CORL's single-file TD3+BC and EDAC (the paper's code base):
+plain eager fp32 PyTorch, default Adam, per-parameter Polyak averaging, a replay buffer that
+indexes each field separately. They are not the scripts' algorithms in every detail (no state
+normalization, no pretraining), only their cost per update with the same sizes (batch 256, 17
+observations, 6 actions).
 
-    python tools/speed_reference.py --algo td3bc [--layernorm]     # two nn.Sequential critics
-    python tools/speed_reference.py --algo edac --num-critics 10    # an x @ W + b ensemble, no LayerNorm
-    ... --phase pretrain    # the pretraining update of the paper's code instead: TD3+BC's BC + MC-return
-                            # critics, EDAC's critics on returns + diversity (actor and alpha frozen)
+    python tools/speed_reference.py --algo td3bc [--layernorm]   # two nn.Sequential critics
+    python tools/speed_reference.py --algo edac --num-critics 10  # x @ W + b, no LayerNorm
+    ... --phase pretrain  # the pretraining update of the paper's code instead: TD3+BC's BC +
+                          # MC-return critics, EDAC's critics on returns + diversity
 
 `bash benchmark.sh speed` times these and the scripts in one run and prints the ratios.
 """
@@ -24,8 +26,8 @@ import torch.nn.functional as F
 
 
 class Buffer:
-    """A dataset on the device; `sample` draws indices and indexes every field on its own (returns-to-go
-    stand in for the reward in the pretraining updates, which never bootstrap)."""
+    """A dataset on the device; `sample` draws indices and indexes every field on its own
+    (returns-to-go stand in for the reward in the pretraining updates, which never bootstrap)."""
 
     def __init__(self, size, obs_dim, act_dim):
         self.obs, self.next_obs = torch.randn(size, obs_dim), torch.randn(size, obs_dim)
@@ -46,14 +48,18 @@ def polyak(target, source, tau):
 def sequential(in_dim, out_dim, hidden, layernorm, out_act=None):
     layers = []
     for _ in range(2):
-        layers += [nn.Linear(in_dim, hidden)] + ([nn.LayerNorm(hidden)] if layernorm else []) + [nn.ReLU()]
+        layers += (
+            [nn.Linear(in_dim, hidden)]
+            + ([nn.LayerNorm(hidden)] if layernorm else [])
+            + [nn.ReLU()]
+        )
         in_dim = hidden
     layers.append(nn.Linear(hidden, out_dim))
     return nn.Sequential(*layers, *([out_act] if out_act else []))
 
 
 class TD3BCReference:
-    """Actor and two separate critics (each with its own Adam), policy delay 2, TD3+BC actor loss."""
+    """Actor and two separate critics (each with its own Adam), policy delay 2, TD3+BC loss."""
 
     def __init__(self, obs_dim, act_dim, layernorm, hidden=256, alpha=2.5):
         self.actor = sequential(obs_dim, act_dim, hidden, layernorm, nn.Tanh())
@@ -87,9 +93,13 @@ class TD3BCReference:
             noise = (torch.randn_like(action) * 0.2).clamp(-0.5, 0.5)
             next_action = (self.actor_target(next_state) + noise).clamp(-1, 1)
             x = torch.cat([next_state, next_action], 1)
-            target_q = reward + (1 - done) * gamma * torch.min(self.critic_1_target(x), self.critic_2_target(x))
+            target_q = reward + (1 - done) * gamma * torch.min(
+                self.critic_1_target(x), self.critic_2_target(x)
+            )
         x = torch.cat([state, action], 1)
-        critic_loss = F.mse_loss(self.critic_1(x), target_q) + F.mse_loss(self.critic_2(x), target_q)
+        critic_loss = F.mse_loss(self.critic_1(x), target_q) + F.mse_loss(
+            self.critic_2(x), target_q
+        )
         self.critic_step(critic_loss)
         if self.total_it % 2 == 0:
             pi = self.actor(state)
@@ -101,7 +111,8 @@ class TD3BCReference:
             self.polyak_all(tau)
 
     def pretrain(self, batch, tau=0.005):
-        """The paper's TD3+BC pretraining update: both critics' MSE to the return, the actor's BC MSE."""
+        """The paper's TD3+BC pretraining update: both critics' MSE to the return, the actor's BC
+        MSE."""
         state, action, returns, _, _ = batch
         x = torch.cat([state, action], 1)
         critic_loss = F.mse_loss(self.critic_1(x), returns) + F.mse_loss(self.critic_2(x), returns)
@@ -133,11 +144,14 @@ class EnsembleCritic(nn.Module):
         super().__init__()
         self.n = n
         self.net = nn.Sequential(
-            EnsembleLinear(obs_dim + act_dim, hidden, n), nn.ReLU(),
-            EnsembleLinear(hidden, hidden, n), nn.ReLU(),
-            EnsembleLinear(hidden, hidden, n), nn.ReLU(),
+            EnsembleLinear(obs_dim + act_dim, hidden, n),
+            nn.ReLU(),
+            EnsembleLinear(hidden, hidden, n),
+            nn.ReLU(),
+            EnsembleLinear(hidden, hidden, n),
+            nn.ReLU(),
             EnsembleLinear(hidden, 1, n),
-        )  # fmt: skip
+        )
 
     def forward(self, state, action):
         x = torch.cat([state, action], -1)
@@ -169,10 +183,14 @@ class GaussianActor(nn.Module):
 
 
 class EDACReference:
-    """SAC with N critics: alpha, then actor, then critic (TD + eta x gradient diversity), per-parameter Polyak."""
+    """SAC with N critics: alpha, then actor, then critic (TD + eta x gradient diversity),
+    per-parameter Polyak."""
 
     def __init__(self, obs_dim, act_dim, n, eta=1.0):
-        self.actor, self.critic = GaussianActor(obs_dim, act_dim), EnsembleCritic(obs_dim, act_dim, n)
+        self.actor, self.critic = (
+            GaussianActor(obs_dim, act_dim),
+            EnsembleCritic(obs_dim, act_dim, n),
+        )
         self.target_critic = copy.deepcopy(self.critic)
         self.log_alpha = torch.tensor([0.0], requires_grad=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
@@ -210,22 +228,27 @@ class EDACReference:
 
         with torch.no_grad():
             next_action, next_log_prob = self.actor(next_state)
-            q_next = self.target_critic(next_state, next_action).min(0).values - alpha * next_log_prob
+            q_next = (
+                self.target_critic(next_state, next_action).min(0).values - alpha * next_log_prob
+            )
             target_q = reward + gamma * (1 - done) * q_next
         q = self.critic(state, action)
-        critic_loss = ((q - target_q.unsqueeze(0)) ** 2).mean(dim=1).sum(dim=0) + self.eta * self.diversity(
-            state, action
-        )
+        critic_loss = ((q - target_q.unsqueeze(0)) ** 2).mean(dim=1).sum(
+            dim=0
+        ) + self.eta * self.diversity(state, action)
         self.critic_optimizer.zero_grad()
         critic_loss.backward()
         self.critic_optimizer.step()
         polyak(self.target_critic, self.critic, tau)
 
     def pretrain(self, batch, tau=0.005):
-        """The paper's EDAC critic pretraining: MSE to the (soft) return averaged over members, + eta diversity."""
+        """The paper's EDAC critic pretraining: MSE to the (soft) return averaged over members, +
+        eta diversity."""
         state, action, returns, _, _ = batch
         q = self.critic(state, action)
-        critic_loss = ((q - returns.view(1, -1)) ** 2).mean() + self.eta * self.diversity(state, action)
+        critic_loss = ((q - returns.view(1, -1)) ** 2).mean() + self.eta * self.diversity(
+            state, action
+        )
         self.critic_optimizer.zero_grad()
         critic_loss.backward()
         self.critic_optimizer.step()
@@ -242,14 +265,20 @@ def updates_per_second(update, buffer, steps, warmup=3, batch_size=256):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--algo", choices=["td3bc", "edac"], required=True)
     parser.add_argument(
-        "--layernorm", action="store_true", help="TD3+BC: LayerNorm after every hidden Linear (the paper's)"
+        "--layernorm",
+        action="store_true",
+        help="TD3+BC: LayerNorm after every hidden Linear (the paper's)",
     )
     parser.add_argument("--phase", choices=["finetune", "pretrain"], default="finetune")
     parser.add_argument("--num-critics", type=int, default=10, help="EDAC ensemble size")
-    parser.add_argument("--steps", type=int, default=0, help="timed updates (default: td3bc 500, edac 20)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="timed updates (default: td3bc 500, edac 20)"
+    )
     parser.add_argument("--obs-dim", type=int, default=17)
     parser.add_argument("--act-dim", type=int, default=6)
     args = parser.parse_args(argv)
@@ -259,7 +288,8 @@ def main(argv=None):
     buffer = Buffer(100_000, args.obs_dim, args.act_dim)
     if args.algo == "td3bc":
         agent = TD3BCReference(args.obs_dim, args.act_dim, args.layernorm)
-        what = f"CORL-structured TD3+BC ({'LayerNorm' if args.layernorm else 'no LayerNorm'}, 256x2, eager fp32)"
+        norm = "LayerNorm" if args.layernorm else "no LayerNorm"
+        what = f"CORL-structured TD3+BC ({norm}, 256x2, eager fp32)"
     else:
         agent = EDACReference(args.obs_dim, args.act_dim, args.num_critics)
         what = f"CORL-structured EDAC (N={args.num_critics}, no LayerNorm, 256x3, eager fp32)"

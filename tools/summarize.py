@@ -5,36 +5,41 @@
 Reads every `<root>/**/config.json` + `eval.csv` written by the *_pretrain.py scripts. Groups by
 dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), over seeds.
 - final score: the last evaluation of each run; mean +- std over seeds.
-- window score: the mean of the evaluations in the run's --score-window (or in --window START END,
-  which applies to every run: e.g. the last 20% of a MuJoCo run); mean +- std over seeds.
+- window score: the mean of the evaluations in the run's --score-window (or in --window START
+  END, which applies to every run: e.g. the last 20% of a MuJoCo run); mean +- std over seeds.
 - efficiency: threshold = 90% of the scratch runs' mean final score; for pretrained and scratch,
-  the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds at
-  that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
-- sustained efficiency: the same, with the first update from which the seed-mean curve stays at or
-  above the threshold until the run's end (a lucky early evaluation does not count); with
+  the first update at which the seed-mean curve reaches it, and the seed-mean wall-clock seconds
+  at that update; ratio = pretrained / scratch (below 1: pretraining got there sooner).
+- sustained efficiency: the same, with the first update from which the seed-mean curve stays at
+  or above the threshold until the run's end (a lucky early evaluation does not count); with
   --allow-dips K, up to K later evaluations may fall below it (one bad evaluation at the end of a
   long plateau does not erase the plateau).
-- --together: also one plot per dataset with every group's seed-mean curve (e.g. Appendix C's modes).
-- --figure2: the paper's Figure 2 for the grid (rows the algorithms, columns the datasets; mean and 95%
-  t-interval over seeds, pretrained and scratch; x updates in figure2_updates.png, wall-clock in
-  figure2_wall.png), the reach table (per panel: updates and wall-clock, pretraining counted, for each
-  pretrained seed to first reach 90% / 95% of the scratch seeds' mean final score, with how many seeds
-  reached it; no ratio where the scratch curve has not plateaued) and, across datasets, rliable's
-  (Agarwal et al., 2021) interquartile mean with stratified-bootstrap 95% CIs of the final and window
-  scores, the probability of improvement P(pretrained > scratch) with its CI, and IQM curves over
-  updates (figure2_iqm.png). The final score of a run is its --final-episodes mean where it wrote
-  final_returns.csv, else its last evaluation. A panel with fewer seeds than the grid's says which.
-"""
+- --together: also one plot per dataset with every group's seed-mean curve (e.g. Appendix C's
+  modes).
+- --figure2: the paper's Figure 2 for the grid (rows the algorithms, columns the datasets; mean
+  and 95% t-interval over seeds, pretrained and scratch; x updates in figure2_updates.png,
+  wall-clock in figure2_wall.png), the reach table (per panel: updates and wall-clock,
+  pretraining counted, for each pretrained seed to first reach 90% / 95% of the scratch seeds'
+  mean final score, with how many seeds reached it; no ratio where the scratch curve has not
+  plateaued) and, across datasets, rliable's (Agarwal et al., 2021) interquartile mean with
+  stratified-bootstrap 95% CIs of the final and window scores, the probability of improvement
+  P(pretrained > scratch) with its CI, and IQM curves over updates (figure2_iqm.png). The final
+  score of a run is its --final-episodes mean where it wrote final_returns.csv, else its last
+  evaluation. A panel with fewer seeds than the grid's says which."""
 
 import argparse
 import csv
 import glob
 import json
 import os
+import sys
 from collections import defaultdict
 from functools import partial
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils  # noqa: E402
 
 
 def load_runs(root, window=None):
@@ -52,7 +57,9 @@ def load_runs(root, window=None):
             continue
         final_path = os.path.join(run_dir, "final_returns.csv")
         final = None
-        if os.path.exists(final_path):  # --final-episodes: the mean of its episodes is the run's final score
+        if os.path.exists(
+            final_path
+        ):  # --final-episodes: the mean of its episodes is the run's final score
             with open(final_path) as f:
                 final = float(np.mean([float(r["normalized"]) for r in csv.DictReader(f)]))
         runs.append(
@@ -78,18 +85,22 @@ def load_runs(root, window=None):
 
 
 def in_progress(root):
-    """Run directories under root that have started (config.json) but not finished (no summary.csv)."""
+    """Run directories under root that have started (config.json) but have no summary.csv."""
     configs = glob.glob(os.path.join(root, "**", "config.json"), recursive=True)
     dirs = [os.path.dirname(c) for c in configs]
     return sorted(d for d in dirs if not os.path.exists(os.path.join(d, "summary.csv")))
 
 
-BASE = {"edac_bc_pretrain": "edac_pretrain", "td3bc_cql_pretrain": "td3bc_pretrain"}  # a hybrid, the script it extends
+BASE = {
+    "edac_bc_pretrain": "edac_pretrain",
+    "td3bc_cql_pretrain": "td3bc_pretrain",
+}  # a hybrid, the script it extends
 
 
 def group(runs):
-    """{(dataset, algorithm, pretrained): runs}. A hybrid with pretrained runs only on a dataset (the figure2
-    profile's EDAC+BC) is compared with its base script's scratch runs there: they fill its scratch group."""
+    """{(dataset, algorithm, pretrained): runs}. A hybrid with pretrained runs only on a dataset
+    (the figure2 profile's EDAC+BC) is compared with its base script's scratch runs there: they
+    fill its scratch group."""
     groups = defaultdict(list)
     for run in runs:
         groups[(run["dataset"], run["algorithm"], run["pretrained"])].append(run)
@@ -106,7 +117,11 @@ def borrowed(groups, dataset, algorithm):
 
 
 def panel_name(groups, dataset, algorithm):
-    return f"{algorithm} vs {BASE[algorithm]}'s scratch" if borrowed(groups, dataset, algorithm) else algorithm
+    return (
+        f"{algorithm} vs {BASE[algorithm]}'s scratch"
+        if borrowed(groups, dataset, algorithm)
+        else algorithm
+    )
 
 
 def mean_curve(runs):
@@ -118,11 +133,10 @@ def mean_curve(runs):
 
 
 def window_score(run):
+    """The run's mean score over its window (utils.window_score, as in its summary.csv)."""
     if not run["window"]:
         return float("nan")
-    start, end = run["window"]
-    inside = run["score"][(run["update"] >= start) & (run["update"] <= end)]
-    return float(inside.mean()) if inside.size else float("nan")
+    return utils.window_score(run["update"], run["score"], run["window"])
 
 
 def first_reach(updates, score, wall, threshold):
@@ -131,7 +145,7 @@ def first_reach(updates, score, wall, threshold):
 
 
 def first_sustained(updates, score, wall, threshold, dips=0):
-    """First evaluation at or above threshold after which at most `dips` evaluations fall below it."""
+    """First evaluation at or above threshold after which at most `dips` fall below it."""
     below = score < threshold
     below_from = np.cumsum(below[::-1])[::-1]  # evaluations below the threshold from each index on
     ok = np.nonzero(~below & (below_from <= dips))[0]
@@ -187,7 +201,9 @@ def markdown(groups, ratios, dips=0):
         finals = [r["final"] for r in runs]
         windows = [window_score(r) for r in runs]
         lengths = ", ".join(str(r["pretrain_steps"]) for r in runs)
-        how = ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
+        how = (
+            ("auto: " + lengths if any(r["auto"] for r in runs) else "yes") if pretrained else "no"
+        )
         final, window = fmt(np.mean(finals), np.std(finals)), fmt(np.mean(windows), np.std(windows))
         lines.append(f"| {dataset} | {algorithm} | {how} | {len(runs)} | {final} | {window} |")
     if ratios:
@@ -211,9 +227,18 @@ def markdown(groups, ratios, dips=0):
                 f"| {dataset} | {algorithm} | {e['threshold']:.1f} | "
                 f"{pair(e['pretrained_updates'], e['scratch_updates'], e['update_ratio'])} | "
                 f"{pair(e['pretrained_wall_s'], e['scratch_wall_s'], e['wall_ratio'], 's')} | "
-                + pair(e["pretrained_sustained_updates"], e["scratch_sustained_updates"], e["sustained_update_ratio"])
+                + pair(
+                    e["pretrained_sustained_updates"],
+                    e["scratch_sustained_updates"],
+                    e["sustained_update_ratio"],
+                )
                 + " | "
-                + pair(e["pretrained_sustained_wall_s"], e["scratch_sustained_wall_s"], e["sustained_wall_ratio"], "s")
+                + pair(
+                    e["pretrained_sustained_wall_s"],
+                    e["scratch_sustained_wall_s"],
+                    e["sustained_wall_ratio"],
+                    "s",
+                )
                 + " |"
             )
     return "\n".join(lines)
@@ -240,9 +265,15 @@ def plot(groups, out_dir):
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
             if pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
                 axes[0].axvline(
-                    runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1, label="end of pretraining"
+                    runs[0]["pretrain_steps"],
+                    color=color,
+                    linestyle="--",
+                    linewidth=1,
+                    label="end of pretraining",
                 )
-        axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
+        axes[0].xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k")
+        )
         axes[0].set_xlabel("updates (pretraining included)")
         axes[1].set_xlabel("wall-clock seconds")
         for ax in axes:
@@ -265,7 +296,8 @@ def save(fig, out_dir, name):
 
 
 def plot_together(groups, out_dir):
-    """--together: one figure per dataset with the seed-mean curve of every group (e.g. the Appendix C modes)."""
+    """--together: one figure per dataset with the seed-mean curve of every group (e.g. the Appendix
+    C modes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,8 +311,14 @@ def plot_together(groups, out_dir):
             if d != dataset:
                 continue
             updates, mean, std, _ = mean_curve(runs)
-            lengths = ", ".join(f"{r['pretrain_steps'] / 1000:g}k" for r in runs) if pretrained else "none"
-            line = ax.plot(updates, mean, label=f"{algorithm}, pretraining {lengths} ({len(runs)} seeds)")[0]
+            lengths = (
+                ", ".join(f"{r['pretrain_steps'] / 1000:g}k" for r in runs)
+                if pretrained
+                else "none"
+            )
+            line = ax.plot(
+                updates, mean, label=f"{algorithm}, pretraining {lengths} ({len(runs)} seeds)"
+            )[0]
             ax.fill_between(updates, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         ax.set_xlabel("updates (pretraining included)")
@@ -299,13 +337,17 @@ def t_interval(scores):
 
     scores = np.asarray(scores, dtype=float)
     n = scores.shape[0]
-    half = stats.t.ppf(0.975, n - 1) * scores.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(scores.shape[1:])
+    half = (
+        stats.t.ppf(0.975, n - 1) * scores.std(0, ddof=1) / np.sqrt(n)
+        if n > 1
+        else np.zeros(scores.shape[1:])
+    )
     return scores.mean(0), half
 
 
 def plateaued(updates, score, share=0.2, tol=0.05):
-    """Whether a seed-mean curve has levelled off: the mean of its last `share` of evaluations is within
-    `tol` (of the larger magnitude) of the mean of the `share` before it."""
+    """Whether a seed-mean curve has levelled off: the mean of its last `share` of evaluations is
+    within `tol` (of the larger magnitude) of the mean of the `share` before it."""
     k = max(1, int(round(share * len(score))))
     if len(score) < 2 * k:
         return False
@@ -314,11 +356,12 @@ def plateaued(updates, score, share=0.2, tol=0.05):
 
 
 def reach(groups, fractions=(0.9, 0.95), dips=0):
-    """Per (dataset, algorithm) with both variants: for each fraction f, the updates and wall-clock from which each
-    pretrained seed's curve stays at or above f x the scratch seeds' mean final score to the end of the run (up to
-    `dips` evaluations below it; pretraining counted: updates and wall-clock run from the start), how many seeds
-    got there, and the same for the scratch seeds; ratios (pretrained / scratch, of the means over the seeds that
-    got there) only where scratch has plateaued. `first_{f}`: the first evaluation that touches the threshold, for
+    """Per (dataset, algorithm) with both variants: for each fraction f, the updates and wall-clock
+    from which each pretrained seed's curve stays at or above f x the scratch seeds' mean final
+    score to the end of the run (up to `dips` evaluations below it; pretraining counted: updates
+    and wall-clock run from the start), how many seeds got there, and the same for the scratch
+    seeds; ratios (pretrained / scratch, of the means over the seeds that got there) only where
+    scratch has plateaued. `first_{f}`: the first evaluation that touches the threshold, for
     reference (a half-trained BC actor can touch it once during pretraining and fall back)."""
     out = {}
     for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
@@ -342,33 +385,45 @@ def reach(groups, fractions=(0.9, 0.95), dips=0):
                 p, sc = row[f"{how}pretrained_{f}"], row[f"{how}scratch_{f}"]
                 ok = row["scratch_plateaued"] and p["updates"] is not None and sc["updates"]
                 row[f"{how}update_ratio_{f}"] = p["updates"] / sc["updates"] if ok else None
-                row[f"{how}wall_ratio_{f}"] = p["wall_s"] / sc["wall_s"] if ok and sc["wall_s"] else None
+                row[f"{how}wall_ratio_{f}"] = (
+                    p["wall_s"] / sc["wall_s"] if ok and sc["wall_s"] else None
+                )
         out[(dataset, algorithm)] = row
     return out
 
 
 def score_matrices(groups, algorithm, key):
-    """{pretrained: [seeds x datasets] array} of one algorithm's per-run scores (`key`: final or window), the
-    datasets that both variants have, seeds truncated to the fewest any dataset has (rliable needs a matrix)."""
+    """{pretrained: [seeds x datasets] array} of one algorithm's per-run scores (`key`: final or
+    window), the datasets that both variants have, seeds truncated to the fewest any dataset has
+    (rliable needs a matrix)."""
     datasets = sorted({d for d, a, p in groups if a == algorithm and (d, a, not p) in groups})
     out = {}
     for pretrained in (True, False):
-        columns = [[r["final"] if key == "final" else window_score(r) for r in groups[(d, algorithm, pretrained)]]
-                   for d in datasets]  # fmt: skip
+        columns = [
+            [
+                r["final"] if key == "final" else window_score(r)
+                for r in groups[(d, algorithm, pretrained)]
+            ]
+            for d in datasets
+        ]
         n = min((len(c) for c in columns), default=0)
-        out[pretrained] = np.array([c[:n] for c in columns]).T if n else np.zeros((0, len(datasets)))
+        out[pretrained] = (
+            np.array([c[:n] for c in columns]).T if n else np.zeros((0, len(datasets)))
+        )
     return out, datasets
 
 
 def rliable_summary(groups, reps=2000, seed=0):
-    """Per algorithm: IQM [CI] of final and window scores for pretrained and scratch, and P(pretrained > scratch)
-    [CI], over the datasets (stratified bootstrap, 95%)."""
+    """Per algorithm: IQM [CI] of final and window scores for pretrained and scratch, and
+    P(pretrained > scratch) [CI], over the datasets (stratified bootstrap, 95%)."""
     import warnings
 
     from rliable import library as rly
     from rliable import metrics
 
-    warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)  # arch, called by rliable
+    warnings.filterwarnings(
+        "ignore", "random_state is deprecated", FutureWarning
+    )  # arch, called by rliable
     out = {}
     for algorithm in sorted({a for _, a, _ in groups}):
         row = {}
@@ -379,12 +434,19 @@ def rliable_summary(groups, reps=2000, seed=0):
             np.random.seed(seed)  # rliable draws some resamples from numpy's global generator
             iqm = lambda m: np.array([metrics.aggregate_iqm(m)])  # noqa: E731
             both = {"pretrained": scores[True], "scratch": scores[False]}
-            point, ci = rly.get_interval_estimates(both, iqm, reps=reps, random_state=np.random.RandomState(seed))
-            row[key] = {k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in point}
+            point, ci = rly.get_interval_estimates(
+                both, iqm, reps=reps, random_state=np.random.RandomState(seed)
+            )
+            row[key] = {
+                k: (float(point[k][0]), float(ci[k][0, 0]), float(ci[k][1, 0])) for k in point
+            }
             np.random.seed(seed)
             pair = {"p": (scores[True], scores[False])}
             point, ci = rly.get_interval_estimates(
-                pair, metrics.probability_of_improvement, reps=reps, random_state=np.random.RandomState(seed)
+                pair,
+                metrics.probability_of_improvement,
+                reps=reps,
+                random_state=np.random.RandomState(seed),
             )
             p, (low, high) = float(np.ravel(point["p"])[0]), np.ravel(ci["p"]).tolist()
             row[key]["P(pretrained > scratch)"] = (p, float(low), float(high))
@@ -394,11 +456,17 @@ def rliable_summary(groups, reps=2000, seed=0):
 
 
 def missing_seeds(groups):
-    """{(dataset, algorithm, pretrained): [seeds missing]} against the seeds that any run of the grid has."""
+    """{(dataset, algorithm, pretrained): [seeds missing]} against the seeds that any run of the
+    grid has."""
     panels = {(d, a) for d, a, _ in groups}
     out = {}
     for d, a in sorted(panels):
-        everyone = {r["seed"] for (_, b, _), runs in groups.items() for r in runs if b == a == r["algorithm"]}
+        everyone = {
+            r["seed"]
+            for (_, b, _), runs in groups.items()
+            for r in runs
+            if b == a == r["algorithm"]
+        }
         for p in (True, False):
             if not p and borrowed(groups, d, a):
                 continue
@@ -409,14 +477,15 @@ def missing_seeds(groups):
 
 
 def claim(row, f=0.9):
-    """The paper's claim on one panel: pretrained runs reach scratch's asymptote (here: stay at or above f x its final
-    score from then on, see reach) in less than half of scratch's updates and wall-clock, pretraining counted;
-    every pretrained seed must get there."""
+    """The paper's claim on one panel: pretrained runs reach scratch's asymptote (here: stay at or
+    above f x its final score from then on, see reach) in less than half of scratch's updates and
+    wall-clock, pretraining counted; every pretrained seed must get there."""
     p, u, w = row[f"pretrained_{f}"], row[f"update_ratio_{f}"], row[f"wall_ratio_{f}"]
     if not row["scratch_plateaued"]:
         return "no verdict: scratch has not plateaued at this budget"
     if p["reached"] < p["seeds"]:
-        return f"does not hold: {p['seeds'] - p['reached']} of {p['seeds']} pretrained seeds never reach {f:.0%}"
+        never = f"{p['seeds'] - p['reached']} of {p['seeds']} pretrained seeds never reach {f:.0%}"
+        return f"does not hold: {never}"
     if u is None or w is None:
         return "no verdict: scratch never reached its own threshold"
     verdict = "holds" if u < 0.5 and w < 0.5 else "does not hold"
@@ -425,13 +494,19 @@ def claim(row, f=0.9):
 
 def figure2_markdown(groups, reached, aggregate):
     dips = next(iter(reached.values()))["dips"] if reached else 0
-    lines = [f"Reach: the updates and wall-clock from which a seed's curve stays at or above 90% (95%) of the "
-             f"scratch seeds' mean final score to the end ({dips} evaluation(s) below it allowed), pretraining "
-             "counted; mean over the seeds that got there (how many in brackets); ratio pretrained / scratch.", "",
-             "| dataset | algorithm | final: pretrained / scratch (seeds) | 90%: updates (seeds), ratio "
-             "| wall-clock s, ratio | 95%: updates (seeds), ratio | wall-clock s, ratio | first touch of 90%: "
-             "updates (seeds), ratio | the paper's claim (< 1/2 of the updates and wall-clock to 90%) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"Reach: the updates and wall-clock from which a seed's curve stays at or above 90% "
+        f"(95%) of the scratch seeds' mean final score to the end ({dips} evaluation(s) below "
+        "it allowed), pretraining counted; mean over the seeds that got there (how many in "
+        "brackets); ratio pretrained / scratch.",
+        "",
+        "| dataset | algorithm | final: pretrained / scratch (seeds) "
+        "| 90%: updates (seeds), ratio | wall-clock s, ratio "
+        "| 95%: updates (seeds), ratio | wall-clock s, ratio "
+        "| first touch of 90%: updates (seeds), ratio "
+        "| the paper's claim (< 1/2 of the updates and wall-clock to 90%) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
 
     def cell(v, ratio, fmt):
         if v["updates"] is None:
@@ -440,15 +515,27 @@ def figure2_markdown(groups, reached, aggregate):
 
     for (dataset, algorithm), row in sorted(reached.items()):
         p, sc = groups[(dataset, algorithm, True)], groups[(dataset, algorithm, False)]
-        finals = [fmt(*[float(x) for x in (np.mean([r["final"] for r in v]), np.std([r["final"] for r in v]))])
-                  + f" ({len(v)})" for v in (p, sc)]  # fmt: skip
+        finals = [
+            fmt(
+                *[
+                    float(x)
+                    for x in (np.mean([r["final"] for r in v]), np.std([r["final"] for r in v]))
+                ]
+            )
+            + f" ({len(v)})"
+            for v in (p, sc)
+        ]
         cells = []
         for f in (0.9, 0.95):
             v = row[f"pretrained_{f}"]
             u, ur = cell(v, row[f"update_ratio_{f}"], lambda v: f"{v['updates']:.0f}")
             w, wr = cell(v, row[f"wall_ratio_{f}"], lambda v: f"{v['wall_s']:.0f}")
             cells += [f"{u}, {ur}", f"{w.split(' (')[0]}, {wr}"]
-        u, ur = cell(row["first_pretrained_0.9"], row["first_update_ratio_0.9"], lambda v: f"{v['updates']:.0f}")
+        u, ur = cell(
+            row["first_pretrained_0.9"],
+            row["first_update_ratio_0.9"],
+            lambda v: f"{v['updates']:.0f}",
+        )
         cells.append(f"{u}, {ur}")
         cells.append(claim(row))
         lines.append(
@@ -457,60 +544,92 @@ def figure2_markdown(groups, reached, aggregate):
             + " |"
         )
     for key, seeds in missing_seeds(groups).items():
-        lines.append(f"\nmissing: {key[0]} {key[1]} {'pretrained' if key[2] else 'scratch'}, seed(s) "
-                     + ", ".join(map(str, seeds)))  # fmt: skip
+        lines.append(
+            f"\nmissing: {key[0]} {key[1]} {'pretrained' if key[2] else 'scratch'}, seed(s) "
+            + ", ".join(map(str, seeds))
+        )
     for algorithm, row in aggregate.items():
         for key, v in row.items():
-            parts = [f"{k} {v[k][0]:.1f} [{v[k][1]:.1f}, {v[k][2]:.1f}]" for k in ("pretrained", "scratch")]
+            parts = [
+                f"{k} {v[k][0]:.1f} [{v[k][1]:.1f}, {v[k][2]:.1f}]"
+                for k in ("pretrained", "scratch")
+            ]
             p, head = v["P(pretrained > scratch)"], f"{algorithm}, {key} score"
             parts.append(f"P(pretrained > scratch) {p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
-            lines.append(f"\n{head} over {len(v['datasets'])} datasets x {v['seeds']} seeds, IQM [95% CI]: "
-                         + ", ".join(parts))  # fmt: skip
+            lines.append(
+                f"\n{head} over {len(v['datasets'])} datasets x {v['seeds']} seeds, IQM [95% CI]: "
+                + ", ".join(parts)
+            )
     return "\n".join(lines)
 
 
 def readme_table(groups, reached):
-    """figure2_table.md: one line per panel (final scores, the 90% ratios, the verdict), for README."""
-    lines = ["| dataset | algorithm | final: pretrained / scratch | seeds | updates to 90%: ratio | wall-clock: ratio "
-             "| the paper's claim (< 1/2) |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    """figure2_table.md: a line per panel (final scores, 90% ratios, verdict), for README."""
+    lines = [
+        "| dataset | algorithm | final: pretrained / scratch | seeds | updates to 90%: ratio "
+        "| wall-clock: ratio "
+        "| the paper's claim (< 1/2) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     order = lambda k: (k[0][1] in BASE, not k[0][1].startswith("td3bc"), k[0][1], k[0][0])  # noqa: E731
-    for (dataset, algorithm), row in sorted(reached.items(), key=order):  # TD3+BC, EDAC, then the hybrids
+    for (dataset, algorithm), row in sorted(
+        reached.items(), key=order
+    ):  # TD3+BC, EDAC, then the hybrids
         p, sc = groups[(dataset, algorithm, True)], groups[(dataset, algorithm, False)]
         final = " / ".join(f"{np.mean([r['final'] for r in v]):.1f}" for v in (p, sc))
-        ratios = [f"{row[k]:.2f}" if row[k] is not None else "n/a" for k in ("update_ratio_0.9", "wall_ratio_0.9")]
+        ratios = [
+            f"{row[k]:.2f}" if row[k] is not None else "n/a"
+            for k in ("update_ratio_0.9", "wall_ratio_0.9")
+        ]
         verdict = claim(row)
         verdict = verdict.split(":")[0] if "of the updates" in verdict else verdict
         name, seeds = panel_name(groups, dataset, algorithm), f"{len(p)} / {len(sc)}"
-        lines.append(f"| {dataset} | {name} | {final} | {seeds} | {ratios[0]} | {ratios[1]} | {verdict} |")
+        lines.append(
+            f"| {dataset} | {name} | {final} | {seeds} | {ratios[0]} | {ratios[1]} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
 def plot_figure2(groups, out_dir):
-    """figure2_updates.png and figure2_wall.png: rows the algorithms, columns the datasets, pretrained and
-    scratch seed means with 95% t-intervals; figure2_iqm.png: the IQM over datasets and seeds per update."""
+    """figure2_updates.png and figure2_wall.png: rows the algorithms, columns the datasets,
+    pretrained and scratch seed means with 95% t-intervals; figure2_iqm.png: the IQM over
+    datasets and seeds per update."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    kilo = FuncFormatter(lambda v, _: f"{v / 1000:g}k")  # 300k, not 300000 (ticks run into each other)
+    kilo = FuncFormatter(
+        lambda v, _: f"{v / 1000:g}k"
+    )  # 300k, not 300000 (ticks run into each other)
     datasets = sorted({d for d, _, _ in groups})
-    algorithms = sorted({a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a))  # TD3+BC on top
+    algorithms = sorted(
+        {a for _, a, _ in groups}, key=lambda a: (not a.startswith("td3bc"), a)
+    )  # TD3+BC on top
     # a hybrid compared with its base's scratch runs is drawn in its base's row
     hybrids = {BASE[a]: a for a in algorithms if any(borrowed(groups, d, a) for d in datasets)}
     algorithms = [a for a in algorithms if a not in hybrids.values()]
 
     def curves(algorithm):  # (algorithm, pretrained, color, label) of a row
-        out = [(algorithm, True, "tab:blue", "pretrained"), (algorithm, False, "tab:orange", "scratch")]
+        out = [
+            (algorithm, True, "tab:blue", "pretrained"),
+            (algorithm, False, "tab:orange", "scratch"),
+        ]
         if algorithm in hybrids:
-            out.insert(1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained"))
+            out.insert(
+                1, (hybrids[algorithm], True, "tab:green", f"{hybrids[algorithm]}, pretrained")
+            )
         return out
 
     paths = []
     for axis, name in ((0, "updates"), (1, "wall")):
-        fig, axes = plt.subplots(len(algorithms), len(datasets), figsize=(4 * len(datasets), 3.2 * len(algorithms)),
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            len(algorithms),
+            len(datasets),
+            figsize=(4 * len(datasets), 3.2 * len(algorithms)),
+            squeeze=False,
+        )
         for i, algorithm in enumerate(algorithms):
             for j, dataset in enumerate(datasets):
                 ax = axes[i, j]
@@ -519,14 +638,18 @@ def plot_figure2(groups, out_dir):
                     if not runs:
                         continue
                     updates, _, _, wall = mean_curve(runs)
-                    common = [[r["score"][list(r["update"]).index(u)] for u in updates] for r in runs]
+                    common = [
+                        [r["score"][list(r["update"]).index(u)] for u in updates] for r in runs
+                    ]
                     mean, half = t_interval(common)
                     x = updates if axis == 0 else wall
                     label = f"{label} ({len(runs)} seeds)"
                     ax.plot(x, mean, color=color, label=label)
                     ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2)
                     if axis == 0 and pretrained and len({r["pretrain_steps"] for r in runs}) == 1:
-                        ax.axvline(runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1)
+                        ax.axvline(
+                            runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1
+                        )
                 ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
                 ax.set_xlabel("updates (pretraining included)" if axis == 0 else "wall-clock s")
                 if axis == 0:
@@ -536,21 +659,36 @@ def plot_figure2(groups, out_dir):
                 if ax.lines:
                     ax.legend(fontsize=7)
                 else:  # a panel of the grid with no finished run yet
-                    ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+                    ax.text(
+                        0.5,
+                        0.5,
+                        "no finished runs",
+                        ha="center",
+                        va="center",
+                        transform=ax.transAxes,
+                    )
                     ax.set_xticks([]), ax.set_yticks([])
-        fig.suptitle("mean and 95% CI over seeds" + (" (dashed: end of pretraining)" if axis == 0 else ""))
+        fig.suptitle(
+            "mean and 95% CI over seeds" + (" (dashed: end of pretraining)" if axis == 0 else "")
+        )
         paths.append(save(fig, out_dir, f"figure2_{name}.png"))
     from rliable import metrics
 
     fig, axes = plt.subplots(1, len(algorithms), figsize=(5 * len(algorithms), 3.4), squeeze=False)
     for ax, algorithm in zip(axes[0], algorithms):
         for algo, pretrained, color, label in curves(algorithm):
-            runs = [r for (d, a, p), rs in groups.items() if a == algo and p == pretrained for r in rs]
+            runs = [
+                r for (d, a, p), rs in groups.items() if a == algo and p == pretrained for r in rs
+            ]
             if not runs:
                 continue
             common = sorted(set.intersection(*(set(r["update"].tolist()) for r in runs)))
-            iqm = [metrics.aggregate_iqm(np.array([[r["score"][list(r["update"]).index(u)]] for r in runs]))
-                   for u in common]  # fmt: skip
+            iqm = [
+                metrics.aggregate_iqm(
+                    np.array([[r["score"][list(r["update"]).index(u)]] for r in runs])
+                )
+                for u in common
+            ]
             ax.plot(common, iqm, color=color, label=f"{label} ({len(runs)} runs)")
         ax.set_title(f"{algorithm}: IQM over datasets and seeds", fontsize=9)
         ax.set_xlabel("updates (pretraining included)")
@@ -562,12 +700,20 @@ def plot_figure2(groups, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", help="folder holding the run directories (searched recursively)")
-    parser.add_argument("--out", default=None, help="write summary.md and PNG plots here (default: print only)")
+    parser.add_argument(
+        "--out", default=None, help="write summary.md and PNG plots here (default: print only)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--together", action="store_true", help="also one plot per dataset with every group's curve")
-    parser.add_argument("--figure2", action="store_true", help="Figure 2 panels, reach table, rliable aggregates")
+    parser.add_argument(
+        "--together", action="store_true", help="also one plot per dataset with every group's curve"
+    )
+    parser.add_argument(
+        "--figure2", action="store_true", help="Figure 2 panels, reach table, rliable aggregates"
+    )
     parser.add_argument("--reps", type=int, default=2000, help="--figure2: bootstrap resamples")
     parser.add_argument(
         "--window",
@@ -583,7 +729,8 @@ def main(argv=None):
         type=int,
         default=0,
         metavar="K",
-        help="sustained efficiency: evaluations that may fall below the threshold after the plateau starts",
+        help="sustained efficiency: evaluations that may fall below the threshold after the "
+        "plateau starts",
     )
     args = parser.parse_args(argv)
     if args.allow_dips < 0:
@@ -592,9 +739,14 @@ def main(argv=None):
         parser.error(f"--window needs 0 <= START <= END (got {args.window[0]} {args.window[1]})")
     runs, unfinished = load_runs(args.root, args.window), in_progress(args.root)
     if unfinished:
-        print(f"not finished, left out ({len(unfinished)}): " + ", ".join(os.path.basename(d) for d in unfinished))
+        print(
+            f"not finished, left out ({len(unfinished)}): "
+            + ", ".join(os.path.basename(d) for d in unfinished)
+        )
     if not runs:
-        raise SystemExit(f"error: no finished runs (config.json, eval.csv and summary.csv) under {args.root}")
+        raise SystemExit(
+            f"error: no finished runs (config.json, eval.csv and summary.csv) under {args.root}"
+        )
     groups = group(runs)
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
     if args.figure2:
@@ -609,7 +761,9 @@ def main(argv=None):
             with open(os.path.join(args.out, "figure2_table.md"), "w") as f:
                 f.write(readme_table(groups, reached) + "\n")
         if not args.no_plots:
-            paths = plot(groups, args.out) + (plot_together(groups, args.out) if args.together else [])
+            paths = plot(groups, args.out) + (
+                plot_together(groups, args.out) if args.together else []
+            )
             for path in paths + (plot_figure2(groups, args.out) if args.figure2 else []):
                 print(f"wrote {path}")
 
