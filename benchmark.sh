@@ -14,12 +14,22 @@
 #                 pretraining, evaluation every 2k), pretrained vs scratch, 3 seeds, 100 final episodes;
 #                 then EDAC+BC (edac_bc_pretrain.py, same budget) pretrained, seeds BENCH_REMEDY_SEEDS
 #                 (default "1 2"), summarized against EDAC's scratch runs: 42 runs
+#          figure2-v1 Figure 2's TD3+BC row at the authors' budgets on SAC-made medium data (default
+#                 local/<task>/medium-v1: 1M steps of a SAC agent trained online to D4RL's medium return):
+#                 hopper and walker2d 500k updates, halfcheetah 300k (the authors' config says 100k;
+#                 longer so that scratch can plateau), 50k pretraining, evaluation every 5k, 3 seeds
+#          edac-switch-v1 EDAC at the switch on the same data: N=10 --bf16, 20k pretraining + 20k,
+#                 evaluation every 1k; pretrained seeds BENCH_PRETRAINED_SEEDS (default "2 3"), scratch
+#                 seeds BENCH_SCRATCH_SEEDS (default "1", the floor), EDAC+BC seeds BENCH_REMEDY_SEEDS
+#                 (default "1")
+#          appendix-e-v1 Appendix E: TD3+BC pretrained vs scratch on the runs' replay buffers (default
+#                 local/<task>/medium-replay-v1), 300k updates, 50k pretraining, 1 seed
 #          adroit Table 2's grid (4 scripts x pen/door/hammer/relocate human+cloned, paper protocol,
 #                 300k updates, 200k pretraining, evaluation every 10k)
 #          quick  one dataset, both families, small budget (about 30 minutes on 2 cores)
 #          speed  updates/s of every script's pretraining and finetuning, fp32 and --bf16, against
-#                 CORL-structured reference loops (tools/speed_reference.py), and the ratios; the cost of
-#                 EDAC's opt-in CQL term (first dataset of BENCH_DATASETS, default halfcheetah-medium)
+#                 CORL-structured reference loops (tools/speed_reference.py), and the ratios (first
+#                 dataset of BENCH_DATASETS, default halfcheetah-medium)
 # Before a local grid starts it prints the grid, the run count and an estimate of its duration
 # from a short speed probe of each script on each dataset (BENCH_PROBE=0 skips the probe; a dry
 # run skips it unless BENCH_PROBE=1).
@@ -54,6 +64,7 @@ repo="$(pwd)"
 export PYTHONUNBUFFERED=1  # run logs show each evaluation as it happens
 
 profile=paper
+profiles="paper|figure2|figure2-v1|edac-switch-v1|appendix-e-v1|adroit|quick|speed"
 case "${1:-}" in
   ""|--dry-run) ;;
   summarize)
@@ -69,7 +80,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --task) task="${2:?--task needs a run index}"; shift ;;
-    *) echo "unknown argument '$1'; usage: bash benchmark.sh [paper|figure2|adroit|quick|speed] [--dry-run]" >&2; exit 2 ;;
+    *) echo "unknown argument '$1'; usage: bash benchmark.sh [$profiles] [--dry-run]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -88,6 +99,28 @@ case "$profile" in
     remedy=edac_bc_pretrain  # pretrained only, BENCH_REMEDY_SEEDS; summarized against EDAC's scratch runs
     remedy_seeds="${BENCH_REMEDY_SEEDS:-1 2}"
     ;;
+  figure2-v1)
+    datasets="${BENCH_DATASETS:-local/hopper/medium-v1 local/halfcheetah/medium-v1 local/walker2d/medium-v1}"
+    seeds="${BENCH_SEEDS:-1 2 3}"
+    scripts="td3bc_pretrain"
+    common="--eval-freq 5000"
+    ;;
+  edac-switch-v1)
+    datasets="${BENCH_DATASETS:-local/hopper/medium-v1 local/halfcheetah/medium-v1 local/walker2d/medium-v1}"
+    pretrained_seeds="${BENCH_PRETRAINED_SEEDS:-2 3}"
+    scratch_seeds="${BENCH_SCRATCH_SEEDS:-1}"
+    seeds="$(echo $scratch_seeds $pretrained_seeds | tr ' ' '\n' | sort -un | tr '\n' ' ')"
+    scripts="edac_pretrain"
+    common=""
+    remedy=edac_bc_pretrain
+    remedy_seeds="${BENCH_REMEDY_SEEDS:-1}"
+    ;;
+  appendix-e-v1)
+    datasets="${BENCH_DATASETS:-local/hopper/medium-replay-v1 local/halfcheetah/medium-replay-v1 local/walker2d/medium-replay-v1}"
+    seeds="${BENCH_SEEDS:-1}"
+    scripts="td3bc_pretrain"
+    common="--eval-freq 5000"
+    ;;
   adroit)
     datasets="${BENCH_DATASETS:-pen-human door-human hammer-human relocate-human pen-cloned door-cloned hammer-cloned relocate-cloned}"
     seeds="${BENCH_SEEDS:-1 2 3}"
@@ -104,11 +137,13 @@ case "$profile" in
     datasets="${BENCH_DATASETS:-halfcheetah-medium}"  # 17 observations, 6 actions: the reference loops' sizes
     ;;
   *)
-    echo "unknown profile '$profile'; usage: bash benchmark.sh [paper|figure2|adroit|quick|speed] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
+    echo "unknown profile '$profile'; usage: bash benchmark.sh [$profiles] [--dry-run], or bash benchmark.sh summarize BENCH_OUT" >&2
     exit 2
     ;;
 esac
 remedy="${remedy:-}"
+pretrained_seeds="${pretrained_seeds-${seeds:-}}"
+scratch_seeds="${scratch_seeds-${seeds:-}}"
 if [ -n "${BENCH_SCRIPTS:-}" ]; then
   chosen="" chosen_remedy=""
   for script in ${BENCH_SCRIPTS//.py/}; do
@@ -146,14 +181,18 @@ extra_flags() {  # script
     quick:edac_pretrain) echo "--num-critics 10" ;;
     figure2:td3bc_pretrain) echo "--eval-freq 5000" ;;
     figure2:edac_pretrain | figure2:edac_bc_pretrain) echo "--num-critics 10 --eval-freq 2000 --bf16" ;;
+    edac-switch-v1:*) echo "--num-critics 10 --eval-freq 1000 --bf16" ;;
   esac
 }
-total_steps() {  # script
+total_steps() {  # script [dataset]
   if [ -n "${BENCH_TOTAL:-}" ]; then echo "$BENCH_TOTAL"; return; fi
   case "$profile:$1" in
     paper:*) echo 1000000 ;;
     figure2:td3bc_pretrain) echo 300000 ;;
     figure2:edac_pretrain | figure2:edac_bc_pretrain) echo 60000 ;;
+    figure2-v1:*) case "${2:-}" in *halfcheetah*) echo 300000 ;; *) echo 500000 ;; esac ;;
+    edac-switch-v1:*) echo 40000 ;;
+    appendix-e-v1:*) echo 300000 ;;
     adroit:*) echo 300000 ;;
     quick:td3bc_pretrain) echo 20000 ;;
     quick:edac_pretrain) echo 5000 ;;
@@ -165,6 +204,8 @@ pretrain_steps() {  # script
     paper:*) echo 50000 ;;
     figure2:td3bc_pretrain) echo 50000 ;;
     figure2:edac_pretrain | figure2:edac_bc_pretrain) echo 20000 ;;
+    figure2-v1:* | appendix-e-v1:*) echo 50000 ;;
+    edac-switch-v1:*) echo 20000 ;;
     adroit:*) echo 200000 ;;
     quick:td3bc_pretrain) echo 5000 ;;
     quick:edac_pretrain) echo 2500 ;;
@@ -187,7 +228,6 @@ if [ "$profile" = speed ]; then
     "td3bc_pretrain finetune --pretrain-steps 0 --total-timesteps 3000"
     "td3bc_pretrain pretrain --pretrain-steps 3000 --total-timesteps 3000"
     "edac_pretrain finetune-N10 --pretrain-steps 0 --total-timesteps 60 --num-critics 10"
-    "edac_pretrain finetune-N10-cql --pretrain-steps 0 --total-timesteps 60 --num-critics 10 --cql-weight 1"
     "edac_pretrain critic-pretrain-N10 --pretrain-steps 60 --pretrain-mode critic --total-timesteps 60 --num-critics 10"
     "edac_pretrain finetune-N50 --pretrain-steps 0 --total-timesteps 30 --num-critics 50"
   )
@@ -234,8 +274,6 @@ if [ "$profile" = speed ]; then
   echo "  EDAC N=10 finetuning:         $(both finetune-N10 edac-N10-finetune 1.5x 2.5x)"
   echo "  EDAC N=10 critic pretraining: $(both critic-pretrain-N10 edac-N10-pretrain 1.5x 2.5x)"
   echo "  EDAC N=50 finetuning:         $(both finetune-N50 edac-N50-finetune - -)"
-  echo "cost of the opt-in CQL term (EDAC N=10 finetuning, plain / with --cql-weight 1; goal at most 1.5x):"
-  echo "  fp32 $(ratio "${speed[finetune-N10 fp32]}" "${speed[finetune-N10-cql fp32]}"), bf16 $(ratio "${speed[finetune-N10 bf16]}" "${speed[finetune-N10-cql bf16]}")"
   exit 0
 fi
 
@@ -245,7 +283,7 @@ add_run() {  # dataset script seed variant
   local steps total
   steps=$(pretrain_steps "$2")
   [ "$4" = scratch ] && steps=0
-  total=$(total_steps "$2")
+  total=$(total_steps "$2" "$1")
   names+=("${1//\//-}__${2}__${4}__${3}")
   run_scripts+=("$2")
   run_totals+=("$total")
@@ -255,7 +293,8 @@ for dataset in $datasets; do
   for script in $scripts; do
     for seed in $seeds; do
       for variant in pretrained scratch; do
-        add_run "$dataset" "$script" "$seed" "$variant"
+        variant_seeds=$([ $variant = pretrained ] && echo "$pretrained_seeds" || echo "$scratch_seeds")
+        if grep -qw -- "$seed" <<<"$variant_seeds"; then add_run "$dataset" "$script" "$seed" "$variant"; fi
       done
     done
   done
@@ -294,7 +333,7 @@ if [ -n "$task" ]; then  # one run of the grid, in the foreground (a SLURM array
   exit 0
 fi
 
-grid="${scripts:+scripts: $scripts; seeds: $seeds; pretrained and scratch}"
+grid="${scripts:+scripts: $scripts; seeds: pretrained $pretrained_seeds, scratch $scratch_seeds}"
 [ -n "$remedy" ] && grid="${grid:+$grid; }$remedy: seeds $remedy_seeds, pretrained only"
 echo "grid: profile $profile; datasets: $datasets; $grid"
 echo "runs: $count ($launcher launcher; output in $out)"
@@ -352,10 +391,11 @@ if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
         total_s=""
         break 2
       fi
-      runs_here=$(( $(wc -w <<<"$seeds") * 2 ))
+      runs_here=$(( $(wc -w <<<"$pretrained_seeds") + $(wc -w <<<"$scratch_seeds") ))
       [ "$script" = "$remedy" ] && runs_here=$(wc -w <<<"$remedy_seeds")
-      secs=$(python -c "print(round($runs_here * $(total_steps "$script") / $ups))")
-      echo "  $script on $dataset: $ups updates/s -> $runs_here runs x $(total_steps "$script") updates = ${secs} s"
+      total=$(total_steps "$script" "$dataset")
+      secs=$(python -c "print(round($runs_here * $total / $ups))")
+      echo "  $script on $dataset: $ups updates/s -> $runs_here runs x $total updates = ${secs} s"
       total_s=$((total_s + secs))
     done
   done

@@ -15,7 +15,7 @@ on the data while the ensemble keeps the critics pessimistic off it. Soft BC sti
 
 import copy
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
@@ -54,9 +54,8 @@ class Args:
     """Polyak rate of the target critics"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor, critics and alpha"""
-    # differs from td3bc_pretrain.py on purpose: EDAC's is 256 x 3
     hidden_dims: Tuple[int, ...] = (256, 256, 256)
-    """hidden layer widths of the actor and of every critic (EDAC's)"""
+    """hidden layer widths of actor and critics (EDAC's; TD3+BC's differ on purpose)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""
     critic_layernorm: bool = True
@@ -107,23 +106,12 @@ ENTROPY_SAMPLES = 10  # actions sampled per state for the BC actor's entropy in 
 
 
 def resolve_defaults(args: Args):
-    """Fill the task-dependent defaults (fields left None); config.json records what ran."""
+    """The task's defaults for the fields left None (utils.fill_defaults adds the budget)."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
     levels = [v for (t, level), v in ETA_BY_LEVEL.items() if t == task and level in args.env_id]
     eta = levels[0] if levels else ETA.get(task, 1.0)
-    total, pretrain, window = utils.paper_budget(task)
-    filled = {
-        "td_lambda": TD_LAMBDA.get(task, 0.0),
-        "total_timesteps": total,
-        "pretrain_steps": pretrain,
-        "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
-        "score_window": window,
-        "num_critics": NUM_CRITICS.get(task, 10),
-        "eta": eta,
-    }
-    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
-    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
-    return replace(args, **filled)
+    defaults = dict(td_lambda=TD_LAMBDA.get(task, 0.0), num_critics=NUM_CRITICS.get(task, 10))
+    return utils.fill_defaults(args, task, eta=eta, **defaults)
 
 
 # ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
@@ -496,7 +484,7 @@ def main(args: Args):
         obs = torch.as_tensor(normalize(obs).astype(np.float32), device=device)
         return actor(obs, deterministic=True)[0].cpu().numpy()
 
-    # plumbing: --pretrain-steps auto holds out rows and watches their losses (auto_pretrain)
+    # plumbing: --pretrain-steps auto holds out rows and watches their losses
     use_auto = args.pretrain_steps == "auto"
     val_rows, train_rows = utils.validation_split(table, args.seed) if use_auto else (None, None)
     cap = args.pretrain_max_steps if use_auto else args.pretrain_steps

@@ -10,7 +10,7 @@ Learning: First Imitate, then Improve" (Jelley et al.), section 5.1.
 
 import copy
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Optional, Tuple, Union
 
 import numpy as np
@@ -47,9 +47,8 @@ class Args:
     """Polyak rate of the target networks"""
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critics"""
-    # differs from edac_pretrain.py on purpose: CORL's TD3+BC is 256 x 2
     hidden_dims: Tuple[int, ...] = (256, 256)
-    """hidden layer widths of the actor and of both critics (CORL's TD3+BC)"""
+    """hidden layer widths of actor and critics (CORL's TD3+BC; EDAC's differ on purpose)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""
     critic_layernorm: bool = True
@@ -102,20 +101,11 @@ CQL_ACTIONS = 10  # uniform random actions in the CQL logsumexp (Table 3)
 
 
 def resolve_defaults(args: Args):
-    """Fill the task-dependent defaults (fields left None); config.json records what ran."""
+    """The task's defaults for the fields left None (utils.fill_defaults adds the budget)."""
     task = utils.task_of(utils.resolve_dataset_id(args.env_id))
-    total, pretrain, window = utils.paper_budget(task)
-    filled = {
-        "td_lambda": TD_LAMBDA.get(task, 0.0),
-        "total_timesteps": total,
-        "pretrain_steps": pretrain,
-        "pretrain_max_steps": min(2 * pretrain, args.total_timesteps or total),
-        "score_window": window,
-        "alpha": ALPHA.get(task, 2.5),
-    }
-    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
-    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
-    return replace(args, **filled)
+    return utils.fill_defaults(
+        args, task, td_lambda=TD_LAMBDA.get(task, 0.0), alpha=ALPHA.get(task, 2.5)
+    )
 
 
 # ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
@@ -227,8 +217,11 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric"):
 
 
 # ALGO LOGIC: losses
-def cql_gap(critic, obs, q, low, high):
-    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform random, summed over critics."""
+def cql_gap(critic, actor, obs, q):
+    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform in the action box, summed over
+    critics."""
+    low = actor.bias - actor.scale
+    high = actor.bias + actor.scale
     shape = (obs.shape[0], CQL_ACTIONS, low.shape[0])
     random_act = low + (high - low) * torch.rand(shape, device=obs.device)
     q_random = critic(obs.unsqueeze(1).expand(-1, CQL_ACTIONS, -1), random_act)  # [2, B, K]
@@ -264,9 +257,7 @@ def pretrain_critic_loss(critic, actor_target, critic_target, batch, gamma, td_l
     mc_loss = (q - target).pow(2).mean(1).sum()
     info = {"losses/critic_mc": mc_loss}
     if cql_weight > 0:  # section 5.2: value regularization in pretraining
-        scale = actor_target.scale
-        bias = actor_target.bias
-        cql = cql_gap(critic, batch["obs"], q, bias - scale, bias + scale)
+        cql = cql_gap(critic, actor_target, batch["obs"], q)
         return combine_losses(mc_loss, cql, cql_weight), {**info, "losses/critic_cql": cql}
     return mc_loss, info
 
@@ -312,8 +303,8 @@ def soft_update(target_params, online_params, tau):
 # plumbing: --pretrain-steps auto (both parts at once, until both held-out losses converge)
 @torch.no_grad()
 def auto_pretrain(actor, critic, val, plateaus, converged, update, args, run_dir):
-    """Feeds the held-out losses (BC MSE; MSE to the MC return) to their utils.Plateau. Returns
-    them and where pretraining ends: here once all have converged or at the cap, else the cap."""
+    """Feeds the held-out losses (BC MSE, MSE to the MC return) to their utils.Plateau. Returns
+    them and the end of pretraining: here once all converged or at the cap, else the cap."""
     values = {}
     if "actor" in plateaus:
         values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
@@ -377,7 +368,7 @@ def main(args: Args):
         obs = torch.as_tensor(normalize(obs).astype(np.float32), device=device)
         return actor(obs).cpu().numpy()
 
-    # plumbing: --pretrain-steps auto holds out rows and watches their losses (auto_pretrain)
+    # plumbing: --pretrain-steps auto holds out rows and watches their losses
     use_auto = args.pretrain_steps == "auto"
     val_rows, train_rows = utils.validation_split(table, args.seed) if use_auto else (None, None)
     parts = [p for p in ("actor", "critic") if args.pretrain_mode in ("both", p)]

@@ -4,6 +4,7 @@ checks, config, run directory, checkpoints, the logger, batches). Copy a script 
 """
 
 import csv
+import dataclasses
 import difflib
 import json
 import os
@@ -142,12 +143,18 @@ def flatten_dataset(dataset) -> dict:
 
 
 # -------- Budgets, scores and evaluation ----------------------------------------------------------
-def paper_budget(task):
-    """(total updates, pretraining updates, score window): Adroit 300k, 200k and the mean over
-    200k-300k (Appendix G); else 1M, 50k and none."""
-    if task in ADROIT_TASKS:
-        return 300_000, 200_000, (200_000, 300_000)
-    return 1_000_000, 50_000, None
+def fill_defaults(args, task, **defaults):
+    """The fields left None, filled: the paper's budget for the task (Adroit: 300k updates, 200k
+    pretraining, the mean score over 200k-300k, Appendix G; else 1M, 50k, none) and the script's
+    own task `defaults`. Printed; the run's config.json records what ran."""
+    adroit = task in ADROIT_TASKS
+    total, pretrain = (300_000, 200_000) if adroit else (1_000_000, 50_000)
+    cap = min(2 * pretrain, args.total_timesteps or total)
+    filled = dict(total_timesteps=total, pretrain_steps=pretrain, pretrain_max_steps=cap)
+    filled.update(score_window=(200_000, 300_000) if adroit else None, **defaults)
+    filled = {k: v for k, v in filled.items() if getattr(args, k) is None}
+    print(f"defaults for task {task}: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
+    return dataclasses.replace(args, **filled)
 
 
 def reference_scores(dataset, protocol: str = "d4rl"):
@@ -412,8 +419,11 @@ class RunLog:
         score = summary["final_normalized"]
         print(f"done: {self.total} updates, final normalized score {score:.1f}; in {self.run_dir}")
         if window is not None:
-            score = summary["window_normalized"]
-            print(f"window score, updates {window[0]}-{window[1]}: {score:.1f} (summary.csv)")
+            score = f"{summary['window_normalized']:.1f}"
+            n = summary["window_evaluations"]
+            print(
+                f"window score, updates {window[0]}-{window[1]}: {score} (mean of {n} evaluations)"
+            )
         if self.wandb:
             self.wandb.run.summary.update(summary)
             self.wandb.finish()
@@ -447,7 +457,8 @@ def check_args(args, rules: dict):
         problems.append(f"{name} must be >= {int(auto)} (got {steps})")
     if steps > args.total_timesteps:
         total = f"--total-timesteps {args.total_timesteps}, which counts pretraining too"
-        problems.append(f"{name} {steps} exceeds {total}: raise it or lower {name}")
+        fix = f"raise --total-timesteps or lower {name}"
+        problems.append(f"{name} {steps} exceeds {total}: {fix}")
     if not args.resume and os.path.isfile(args.runs_dir):
         problems.append(f"--runs-dir {args.runs_dir} is a file, not a directory: name a folder")
     if args.score_window is not None and args.score_window[0] > args.score_window[1]:
@@ -512,6 +523,8 @@ def start_run(args, script: str):
     """Loads and checks the data, makes (or reopens) the run directory with its config.json,
     seeds every RNG, picks the device and prints the run's header.
     Returns (dataset, data, reference scores, run_dir, device)."""
+    if args.resume:
+        lock_run_dir(args.resume)  # before the dataset loads: a live run is refused at once
     dataset = load_dataset(args.env_id)
     data = flatten_dataset(dataset)
     check_data(args, data)
@@ -521,6 +534,7 @@ def start_run(args, script: str):
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         run_dir = os.path.join(args.runs_dir, name)
         os.makedirs(run_dir, exist_ok=True)
+        lock_run_dir(run_dir)
         record_config(run_dir, **asdict(args), script=script)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -536,6 +550,29 @@ def start_run(args, script: str):
     if limit != own:
         print(f"the dataset's eval env stops episodes at {own} steps: overridden ({protocol})")
     return dataset, data, ref, run_dir, device
+
+
+LOCKS = []  # the open run.lock files of this process
+
+
+def lock_run_dir(run_dir: str):
+    """One writer per run directory: an OS lock on run_dir/run.lock for the process's lifetime;
+    the kernel drops it when the process ends, so a run killed with -9 resumes as it is."""
+    import fcntl
+
+    handle = open(os.path.join(run_dir, "run.lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = f"process {handle.read().strip() or '?'}"
+        raise ConfigError(
+            f"{run_dir} is being written by {owner}: wait for it or stop it"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    LOCKS.append(handle)
 
 
 def record_config(run_dir: str, **values):

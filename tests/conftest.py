@@ -46,7 +46,7 @@ def minari_root(tmp_path_factory):
         os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def run_script(args, cwd=ROOT, env_extra=None, timeout=600, script="td3bc_pretrain.py"):
+def run_script(args, cwd=ROOT, env_extra=None, timeout=1800, script="td3bc_pretrain.py"):
     """Run a script as a user would; returns the CompletedProcess (stdout and stderr as text)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.run(

@@ -80,7 +80,7 @@ def test_summarize_without_runs_is_an_error(tmp_path):
         summarize.main([str(tmp_path)])
 
 
-def bench(*args, env=None, timeout=60):
+def bench(*args, env=None, timeout=1800):
     return subprocess.run(
         ["bash", os.path.join(ROOT, "benchmark.sh"), *args],
         cwd=ROOT,
@@ -177,11 +177,46 @@ def test_figure2_profile_budgets():
     lines = [line for line in only.stdout.splitlines() if line.startswith("would run:")]
     assert len(lines) == 1 and "edac_bc_pretrain.py --env-id hopper-medium --seed 5 " in lines[0]
     assert "datasets: hopper-medium; edac_bc_pretrain: seeds 5, pretrained only\n" in only.stdout
-    assert "pretrained and scratch; edac_bc_pretrain: seeds 1 2, pretrained only\n" in res.stdout
+    assert "scratch 1 2 3; edac_bc_pretrain: seeds 1 2, pretrained only\n" in res.stdout
     res = bench(
         "paper", "--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_SCRIPTS": "edac_bc_pretrain"}
     )
     assert res.returncode == 2 and "'edac_bc_pretrain' is not in the paper profile" in res.stderr
+
+
+def test_the_d4rl_made_data_profiles():
+    """figure2-v1: TD3+BC at the authors' budgets (hopper, walker2d 500k; halfcheetah 300k), 3 seeds
+    x {pretrained, scratch}; edac-switch-v1: EDAC 20k + 20k, pretrained seeds 2 3, scratch seed 1,
+    EDAC+BC seed 1; appendix-e-v1: the medium-replay sets, 300k, 1 seed each way."""
+    runs = lambda res: [x for x in res.stdout.splitlines() if x.startswith("would run:")]
+    lines = runs(bench("figure2-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x"}))
+    assert len(lines) == 18 and all(
+        "td3bc_pretrain.py" in x and "--eval-freq 5000" in x for x in lines
+    )
+    for x in lines:
+        total = 300000 if "halfcheetah" in x else 500000
+        assert "local/" in x and "medium-v1" in x and f"--total-timesteps {total} " in x
+    assert (
+        sum("--pretrain-steps 50000" in x for x in lines)
+        == sum("--pretrain-steps 0 " in x for x in lines)
+        == 9
+    )
+    lines = runs(bench("edac-switch-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x"}))
+    assert len(lines) == 12 and all(
+        "--num-critics 10 --eval-freq 1000 --bf16 --total-timesteps 40000" in x for x in lines
+    )
+    edac = [x for x in lines if "edac_pretrain.py" in x]
+    assert sorted(("--pretrain-steps 0 " in x, x.split("--seed ")[1][0]) for x in edac) == sorted(
+        [(True, "1"), (False, "2"), (False, "3")] * 3
+    )
+    remedy = [x for x in lines if "edac_bc_pretrain.py" in x]
+    assert len(remedy) == 3 and all(
+        "--seed 1 " in x and "--pretrain-steps 20000" in x for x in remedy
+    )
+    lines = runs(bench("appendix-e-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x"}))
+    assert len(lines) == 6 and all(
+        "medium-replay-v1" in x and "--total-timesteps 300000" in x for x in lines
+    )
 
 
 def test_scripts_total_and_pretrain_overrides():
@@ -301,7 +336,7 @@ def test_bare_command_is_the_paper_profile():
     res = bench("--dry-run", env={"BENCH_OUT": "/tmp/x", "BENCH_JOBS": "2"})
     assert res.returncode == 0, res.stderr
     assert (
-        "grid: profile paper; datasets: hopper-medium halfcheetah-medium walker2d-medium; scripts: td3bc_pretrain edac_pretrain; seeds: 1 2 3"
+        "grid: profile paper; datasets: hopper-medium halfcheetah-medium walker2d-medium; scripts: td3bc_pretrain edac_pretrain; seeds: pretrained 1 2 3, scratch 1 2 3"
         in res.stdout
     )
     assert "runs: 36 (local launcher; output in /tmp/x)" in res.stdout
@@ -397,7 +432,7 @@ def test_slurm_array_with_a_fake_sbatch(minari_root, tmp_path):
         env=dict(os.environ, **env, SLURM_ARRAY_TASK_ID="0"),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=1800,
     )
     assert (
         again.returncode == 0
@@ -480,7 +515,7 @@ def test_slurm_task_at_its_time_limit_requeues_and_resumes(minari_root, tmp_path
         "BENCH_PRETRAIN": "100",
         "BENCH_FLAGS": "--no-compile --batch-size 64 --hidden-dims 32 32 --eval-episodes 1 --eval-freq 100",
     }
-    res = bench("quick", env=env, timeout=600)
+    res = bench("quick", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert open(tmp_path / "scontrol_calls").read().split() == ["requeue", "42_0"]
     name = "hopper-random__td3bc_pretrain__pretrained__1"

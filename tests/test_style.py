@@ -8,7 +8,11 @@ from conftest import ROOT
 
 def ruff(*args):
     return subprocess.run(
-        [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "ruff", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
 
 

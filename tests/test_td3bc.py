@@ -77,9 +77,10 @@ def test_cql_penalty_known_values():
     torch.manual_seed(0)
     critic = ConstantCritic()
     obs = torch.zeros(4, 3)
-    low, high = torch.zeros(1), torch.zeros(1)  # every random action is 0 -> Q(s, a_j) = 0
+    zero = np.zeros(1, np.float32)
+    actor = T.Actor(3, 1, (4,), False, zero, zero)  # a zero-width box: every random action is 0
     q_data = torch.tensor([[1.0, 2.0, 0.0, -1.0]] * 2)
-    gap = T.cql_gap(critic, obs, q_data, low, high)  # mean over the batch, summed over both critics
+    gap = T.cql_gap(critic, actor, obs, q_data)  # mean over the batch, summed over both critics
     torch.testing.assert_close(gap, (torch.log(torch.tensor(10.0)) - q_data).mean(1).sum())
 
 
@@ -594,7 +595,7 @@ def test_score_window_and_task_defaults(minari_root, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert (
-        "defaults for task hopper: td_lambda=0.0, pretrain_max_steps=300, alpha=10.0" in res.stdout
+        "defaults for task hopper: pretrain_max_steps=300, td_lambda=0.0, alpha=10.0" in res.stdout
     )
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir)

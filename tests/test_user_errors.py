@@ -200,3 +200,34 @@ def test_bad_input_is_one_error_line_without_traceback(script, minari_root, tmp_
         and "--batch-size must be at least 1 (got 0)" in res.stderr
     )
     assert "Traceback" not in res.stderr
+
+
+def test_a_live_run_refuses_a_second_writer(minari_root, tmp_path):
+    """One writer per run directory: a --resume of a run that is still going fails at once with one
+    error line naming the live process; once that process is gone (killed), the lock is gone too."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    command = [sys.executable, "td3bc_pretrain.py", *TINY, "--total-timesteps", "1000000"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    command += ["--save-model", "--runs-dir", str(tmp_path)]
+    live = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        run_dir = (
+            next(line for line in live.stdout if "run dir " in line).split("run dir ")[1].strip()
+        )
+        res = run_script(["--resume", run_dir])
+    finally:
+        live.kill()
+        live.wait()
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert (
+        res.stderr.strip()
+        == f"error: {run_dir} is being written by process {live.pid}: wait for it or stop it"
+    )
+    res = run_script(
+        ["--resume", run_dir]
+    )  # killed before its first checkpoint: the lock went with it
+    assert res.returncode == 1 and "no checkpoint.pt there" in res.stderr

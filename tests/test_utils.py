@@ -229,8 +229,23 @@ def test_summarize_run_window_mean(tmp_path):
 
 
 def test_budget_and_window_defaults():
-    assert utils.paper_budget("pen") == (300_000, 200_000, (200_000, 300_000))
-    assert utils.paper_budget("hopper") == (1_000_000, 50_000, None)
+    pen = utils.fill_defaults(td3bc_pretrain.Args(env_id="pen-human"), "pen")
+    assert (pen.total_timesteps, pen.pretrain_steps, pen.score_window) == (
+        300_000,
+        200_000,
+        (200_000, 300_000),
+    )
+    assert pen.pretrain_max_steps == 300_000  # twice the pretraining, within the total
+    hopper = utils.fill_defaults(td3bc_pretrain.Args(total_timesteps=60_000), "hopper", alpha=7.0)
+    assert (hopper.total_timesteps, hopper.pretrain_steps, hopper.score_window) == (
+        60_000,
+        50_000,
+        None,
+    )
+    assert hopper.pretrain_max_steps == 60_000 and hopper.alpha == 7.0
+    assert (
+        utils.fill_defaults(td3bc_pretrain.Args(alpha=1.0), "hopper", alpha=7.0).alpha == 1.0
+    )  # set wins
 
 
 def test_adroit_scores_use_d4rls_time_limit(tmp_path, monkeypatch, capsys):
