@@ -552,15 +552,19 @@ def start_run(args, script: str):
     return dataset, data, ref, run_dir, device
 
 
-LOCKS = []  # the open run.lock files of this process
+LOCKS = {}  # run directory: its open run.lock, for this process's lifetime
 
 
 def lock_run_dir(run_dir: str):
-    """One writer per run directory: an OS lock on run_dir/run.lock for the process's lifetime;
-    the kernel drops it when the process ends, so a run killed with -9 resumes as it is."""
+    """One writer per run directory: an OS lock on run_dir/run.lock while the process lives; the
+    kernel drops it when the process ends, so a run killed with -9 resumes as it is. A run that
+    ended in this process (main() called again, in a test or a notebook) hands its lock over."""
     import fcntl
 
-    handle = open(os.path.join(run_dir, "run.lock"), "a+")
+    path = os.path.realpath(os.path.join(run_dir, "run.lock"))
+    if path in LOCKS:
+        LOCKS.pop(path).close()
+    handle = open(path, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -572,7 +576,7 @@ def lock_run_dir(run_dir: str):
     handle.truncate(0)
     handle.write(f"{os.getpid()}\n")
     handle.flush()
-    LOCKS.append(handle)
+    LOCKS[path] = handle
 
 
 def record_config(run_dir: str, **values):
