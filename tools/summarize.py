@@ -757,9 +757,12 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "summary.md"), "w") as f:
             f.write(table + "\n")
+        print(f"wrote {os.path.join(args.out, 'summary.md')} (the tables above)")
         if args.figure2:
-            with open(os.path.join(args.out, "figure2_table.md"), "w") as f:
+            path = os.path.join(args.out, "figure2_table.md")
+            with open(path, "w") as f:
                 f.write(readme_table(groups, reached) + "\n")
+            print(f"wrote {path} (README's table: one line per panel with its verdict)")
         if not args.no_plots:
             paths = plot(groups, args.out) + (
                 plot_together(groups, args.out) if args.together else []
