@@ -352,8 +352,7 @@ def ensemble_stats(q, name):
 
 
 def combine_losses(primary, auxiliary, weight):
-    """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
-    (the paper's code divides by the signed value, which flips a negative term's gradient)."""
+    """Eq. 21 with |.| the detached magnitude (the paper's code divides by the signed value)."""
     primary = primary / (primary.detach().abs() + 1e-8)
     return primary + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
 

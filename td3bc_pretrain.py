@@ -218,8 +218,7 @@ def mc_returns(rewards, terminations, truncations, gamma, tail="geometric"):
 
 # ALGO LOGIC: losses
 def cql_gap(critic, actor, obs, q):
-    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform in the action box, summed over
-    critics."""
+    """CQL gap logsumexp_j Q(s, a_j) - Q(s, a), a_j uniform, summed over critics."""
     low = actor.bias - actor.scale
     high = actor.bias + actor.scale
     shape = (obs.shape[0], CQL_ACTIONS, low.shape[0])
@@ -229,8 +228,7 @@ def cql_gap(critic, actor, obs, q):
 
 
 def combine_losses(primary, auxiliary, weight):
-    """Eq. 21: primary / |primary| + weight auxiliary / |auxiliary|, |.| the detached MAGNITUDE
-    (the paper's code divides by the signed value, which flips a negative term's gradient)."""
+    """Eq. 21 with |.| the detached magnitude (the paper's code divides by the signed value)."""
     primary = primary / (primary.detach().abs() + 1e-8)
     return primary + weight * auxiliary / (auxiliary.detach().abs() + 1e-8)
 
@@ -303,8 +301,8 @@ def soft_update(target_params, online_params, tau):
 # plumbing: --pretrain-steps auto (both parts at once, until both held-out losses converge)
 @torch.no_grad()
 def auto_pretrain(actor, critic, val, plateaus, converged, update, args, run_dir):
-    """Feeds the held-out losses (BC MSE, MSE to the MC return) to their utils.Plateau. Returns
-    them and the end of pretraining: here once all converged or at the cap, else the cap."""
+    """The held-out losses, fed to their utils.Plateau, and the end of pretraining: here once
+    all have converged or at the cap, else the cap."""
     values = {}
     if "actor" in plateaus:
         values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
