@@ -6,7 +6,7 @@ Q of the data's action), combined with the critic loss by eq. 21 in pretraining 
 finetuning, so that both the actor (BC) and the critics (CQL) stay close to the data.
 
 1. Pretraining (`--pretrain-steps` updates): the actor by behaviour cloning, both critics by MSE
-   to the dataset's Monte-Carlo returns-to-go (or eq. 17's blend), targets Polyak-updated.
+   to the dataset's MC returns-to-go (or eq. 17's blend), targets Polyak-updated.
 2. TD3+BC+CQL from that start, for the rest of `--total-timesteps`.
 
     python td3bc_cql_pretrain.py --env-id pen-human --eval-protocol paper --eval-freq 10000
@@ -92,18 +92,18 @@ class Args:
     runs_dir: str = "runs"
     """where run directories are created"""
     compile: bool = True
-    """torch.compile the losses (faster; 10-20 s warm-up per phase)"""
+    """torch.compile the losses"""
     bf16: bool = False
     """bfloat16 hidden layers; outputs, losses and weights stay fp32"""
 
 
-# ALGO LOGIC: default alpha by task: the paper's code for MuJoCo, Table 3 for Adroit
+# ALGO LOGIC: alpha by task: the paper's code (MuJoCo), Table 3 (Adroit)
 ALPHA = {"hopper": 10.0, "halfcheetah": 20.0, "walker2d": 5.0, "pen": 1.0}
 ALPHA.update(door=0.1, hammer=0.1, relocate=0.1)
-TD_LAMBDA = {"halfcheetah": 0.1}  # section 6.2: some TD where MC returns are noisiest
-POLICY_NOISE = 0.2  # TD3's target smoothing, in units of the action half-range
+TD_LAMBDA = {"halfcheetah": 0.1}  # section 6.2: some TD where MC returns are noisy
+POLICY_NOISE = 0.2  # TD3's target smoothing, x the action half-range
 NOISE_CLIP = 0.5
-CQL_ACTIONS = 10  # uniform random actions in the CQL logsumexp (Table 3)
+CQL_ACTIONS = 10  # random actions in the CQL logsumexp (Table 3)
 CQL_WEIGHT = {"pen": 1.0}  # Table 3, else 10
 
 
@@ -149,7 +149,7 @@ class Actor(nn.Module):
 
 
 class VectorizedLinear(nn.Module):
-    """N Linear layers as one batched matmul: [n, B, in] -> [n, B, out], the first n members."""
+    """N Linear layers as one batched matmul: [n, B, in] -> [n, B, out]."""
 
     def __init__(self, in_dim, out_dim, num_members):
         super().__init__()
@@ -176,7 +176,7 @@ class Critic(nn.Module):
         self.linears = nn.ModuleList(linears)
 
     def forward(self, obs, act, n=None):
-        """Q of the first n critics (all by default): [n, *batch]."""
+        """Q of the first n critics (default: all): [n, *batch]."""
         n = n or self.num_critics
         x = torch.cat([obs, act], -1)
         h = x.reshape(1, -1, x.shape[-1]).expand(n, -1, -1)
@@ -191,15 +191,15 @@ class Critic(nn.Module):
 def mc_returns(rewards, terminations, truncations, gamma, tail="geometric"):
     """Discounted return-to-go R_t = sum_n gamma^n r_{t+n} of flat arrays of many episodes.
     Per episode, from its last step T:
-        R_T = r_T                  it terminates at T (no future)
+        R_T = r_T                  it terminates at T
         R_T = r_T / (1 - gamma)    truncated at T, or the data ends: the tail is unknown;
                                    `geometric` repeats r_T forever, `none` takes R_T = r_T
         R_t = r_t + gamma R_{t+1}  inside the episode
-    A log-depth scan of y_t = b_t + a_t y_{t+1}, no Python loop over steps (tests: the loop).
+    A log-depth scan of y_t = b_t + a_t y_{t+1}, no loop over steps.
     """
-    r = np.asarray(rewards, dtype=np.float64)
-    term = np.asarray(terminations, dtype=bool)
-    end = term | np.asarray(truncations, dtype=bool)
+    r = np.asarray(rewards, np.float64)
+    term = np.asarray(terminations, bool)
+    end = term | np.asarray(truncations, bool)
     if r.size == 0:
         return r
     end[-1] = True
@@ -254,7 +254,7 @@ def td_target(actor_target, critic_target, batch, gamma):
 
 
 def pretrain_critic_loss(critic, actor_target, critic_target, batch, gamma, td_lambda, cql_weight):
-    """Algorithm 1: MSE of both critics to the MC return (or eq. 17's blend), [+ CQL]."""
+    """Algorithm 1: both critics' MSE to the MC return (or eq. 17's blend), [+ CQL]."""
     target = batch["mc_return"]
     if td_lambda > 0:  # eq. 17
         with torch.no_grad():
@@ -311,11 +311,10 @@ def soft_update(target_params, online_params, tau):
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
-# plumbing: --pretrain-steps auto (both parts at once, until both held-out losses converge)
+# plumbing: --pretrain-steps auto (both parts until both held-out losses converge)
 @torch.no_grad()
 def auto_pretrain(actor, critic, val, plateaus, converged, update, args, run_dir):
-    """The held-out losses, fed to their utils.Plateau, and the end of pretraining: here once
-    all have converged or at the cap, else the cap."""
+    """Held-out losses, fed to utils.Plateau; returns them and where pretraining ends."""
     values = {}
     if "actor" in plateaus:
         values["actor"] = F.mse_loss(actor(val["obs"]), val["act"])
@@ -341,7 +340,7 @@ def main(args: Args):
     cql = f"CQL {args.cql_weight} (pretraining {args.pretrain_cql_weight})"
     print(f"TD3+BC+CQL: alpha {args.alpha}, {cql}; {args.pretrain_steps} pretraining updates")
 
-    # ALGO LOGIC: returns-to-go of the whole dataset, once (Algorithm 1, first loop)
+    # ALGO LOGIC: the dataset's returns-to-go, once (Algorithm 1, first loop)
     ends = (data["terminations"], data["truncations"])
     mc_return = mc_returns(data["rewards"], *ends, args.gamma, args.mc_tail)
     obs_mean, obs_std = utils.state_normalizer(data["observations"])
