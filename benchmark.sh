@@ -213,12 +213,12 @@ pretrain_steps() {  # script
 }
 # The updates/s a script reaches on a dataset: the last log interval of a short finetuning run, with the
 # threads that a run of the grid gets.
-probe_speed() {  # script dataset
+probe_speed() {  # script dataset; its output in $out/probe.log
   local n=1500
   case "$1" in edac*) n=30 ;; esac
   env $threads python "$1.py" --env-id "$2" $(extra_flags "$1") --pretrain-steps 0 --total-timesteps $n --eval-freq $n \
-    --log-freq $((n / 3)) --eval-episodes 1 ${BENCH_FLAGS:-} --runs-dir "$out/probe" 2>&1 \
-    | grep -E "^\[finetune\] update $n/" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/' || true
+    --log-freq $((n / 3)) --eval-episodes 1 ${BENCH_FLAGS:-} --runs-dir "$out/probe" > "$out/probe.log" 2>&1
+  grep -E "^\[finetune\] update $n/" "$out/probe.log" | sed -E 's/.*\| ([0-9.]+) updates\/s.*/\1/' || true
 }
 
 if [ "$profile" = speed ]; then
@@ -338,6 +338,17 @@ grid="${scripts:+scripts: $scripts; seeds: pretrained $pretrained_seeds, scratch
 echo "grid: profile $profile; datasets: $datasets; $grid"
 echo "runs: $count ($launcher launcher; output in $out)"
 
+if [ "$dry_run" = 0 ]; then  # every dataset here (or downloaded now) before any run starts
+  python - $datasets <<'PY' || exit 1
+import sys, utils
+for name in sys.argv[1:]:
+    try:
+        utils.load_dataset(name)
+    except utils.DatasetError as e:
+        sys.exit(f"error: {e}")
+PY
+fi
+
 if [ "$launcher" = slurm ]; then
   array="$out/slurm_array.sh"
   array_text=$(
@@ -382,14 +393,14 @@ fi
 
 if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
   echo "speed probe (a short finetuning run of each script on each dataset):"
+  mkdir -p "$out"
   total_s=0
   for dataset in $datasets; do
     for script in $scripts $remedy; do
       ups=$(probe_speed "$script" "$dataset")
       if [ -z "$ups" ]; then
-        echo "  $script on $dataset: probe failed (try: python $script.py --env-id $dataset --total-timesteps 30)"
-        total_s=""
-        break 2
+        echo "  $script on $dataset: probe failed: $(tail -n 1 "$out/probe.log")" >&2
+        exit 1
       fi
       runs_here=$(( $(wc -w <<<"$pretrained_seeds") + $(wc -w <<<"$scratch_seeds") ))
       [ "$script" = "$remedy" ] && runs_here=$(wc -w <<<"$remedy_seeds")
@@ -399,10 +410,8 @@ if [ "${BENCH_PROBE:-$((1 - dry_run))}" = 1 ]; then
       total_s=$((total_s + secs))
     done
   done
-  if [ -n "$total_s" ]; then
-    python -c "s = $total_s / min($jobs, $count); print(f'estimate: {s / 60:.0f} min ({s / 3600:.1f} h) with {min($jobs, $count)} runs at a time '
-               f'(training only, at the probed finetuning speed; evaluation and contention add to it)')"
-  fi
+  python -c "s = $total_s / min($jobs, $count); print(f'estimate: {s / 60:.0f} min ({s / 3600:.1f} h) with {min($jobs, $count)} runs at a time '
+             f'(training only, at the probed finetuning speed; evaluation and contention add to it)')"
 fi
 
 mkdir -p "$out/runs" "$out/logs"

@@ -25,7 +25,7 @@ import utils
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name in the run directory (default: this file's name)"""
+    """name in the run directory"""
     seed: int = 1
     """seed of every RNG and of the evaluation episodes"""
     track: bool = False
@@ -33,13 +33,13 @@ class Args:
     env_id: str = "hopper-medium"
     """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
-    """all gradient updates, pretraining included (default: 300k on Adroit, else 1M)"""
+    """all gradient updates, pretraining included (None: 300k on Adroit, else 1M)"""
     pretrain_steps: Optional[Union[int, Literal["auto"]]] = None
-    """pretraining updates, 0 = none, auto = until converged (default: 200k Adroit, else 50k)"""
+    """pretraining updates, 0 = none, auto = until converged (None: 200k Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """pretrain the actor (soft BC), the critics (soft returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (default: twice the fixed default)"""
+    """auto: at most this many pretraining updates (None: twice the fixed default)"""
     actor_pretrain_fraction: float = 0.5
     """share of the pretraining updates spent on soft BC; the rest fits the critics"""
     batch_size: int = 256
@@ -57,13 +57,13 @@ class Args:
     critic_layernorm: bool = True
     """LayerNorm after every hidden layer of the critics (Appendix B)"""
     td_lambda: Optional[float] = None
-    """eq. 17: target (1 - lambda) MC + lambda TD (default: 0.1 halfcheetah, walker2d; else 0)"""
+    """eq. 17: target (1 - lambda) MC + lambda TD (None: 0.1 halfcheetah, walker2d; else 0)"""
     mc_tail: Literal["geometric", "none"] = "geometric"
     """return after a truncated last step: geometric repeats it forever, none adds nothing"""
     num_critics: Optional[int] = None
     """ensemble size N (default by task: hopper 50, pen 20, door/hammer/relocate 50, else 10)"""
     eta: Optional[float] = None
-    """weight of the diversity term (default: 1; pen-human 1000, pen-cloned 10, Adroit 200)"""
+    """weight of the diversity term (None: 1; pen-human 1000, pen-cloned 10, Adroit 200)"""
     eval_freq: int = 5000
     """evaluate (and checkpoint) every this many updates, and at the end"""
     eval_episodes: int = 10
@@ -75,13 +75,15 @@ class Args:
     capture_video: bool = False
     """each evaluation's first episode to videos/update_<N>.mp4 (MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
-    """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
+    """START END: also report the mean score in [START, END] (None: 200k 300k on Adroit)"""
     log_freq: int = 1000
     """log the losses (and check them for NaN) every this many updates"""
     save_model: bool = False
     """checkpoint networks, optimizers and RNGs at every evaluation"""
     resume: Optional[str] = None
-    """the run directory of an interrupted --save-model run to continue"""
+    """an interrupted --save-model run's directory, to continue"""
+    config: Optional[str] = None
+    """a config.json to start from (a run's, or some flags); flags given here win"""
     runs_dir: str = "runs"
     """where run directories are created"""
     compile: bool = True
@@ -108,7 +110,7 @@ def resolve_defaults(args: Args):
     return utils.fill_defaults(args, task, eta=eta, **defaults)
 
 
-# ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
+# ALGO LOGIC: networks (LayerNorm without scale and shift, as the paper's code)
 def hidden_precision(x, bf16: bool):
     """--bf16: hidden layers in bfloat16 autocast; the output layer runs in fp32."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -385,7 +387,7 @@ def gradient_step(optimizer, loss):
 
 @torch.no_grad()
 def soft_update(target_params, online_params, tau):
-    """Polyak averaging, target <- target + tau (online - target), in one fused call."""
+    """Polyak averaging: target += tau (online - target), one fused call."""
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
@@ -529,7 +531,7 @@ def main(args: Args):
             )
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if is_log or is_eval:
-            log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
+            log.losses(losses, update, phase, ends.values())  # raises on NaN/inf
             losses.clear()
         if is_eval:
             row = log.evaluation(update, phase, policy, envs, ref)

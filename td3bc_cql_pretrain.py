@@ -28,7 +28,7 @@ import utils
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name in the run directory (default: this file's name)"""
+    """name in the run directory"""
     seed: int = 1
     """seed of every RNG and of the evaluation episodes"""
     track: bool = False
@@ -36,13 +36,13 @@ class Args:
     env_id: str = "hopper-medium"
     """a D4RL-style short name (hopper-medium, pen-human, ...) or a Minari id"""
     total_timesteps: Optional[int] = None
-    """all gradient updates, pretraining included (default: 300k on Adroit, else 1M)"""
+    """all gradient updates, pretraining included (None: 300k on Adroit, else 1M)"""
     pretrain_steps: Optional[Union[int, Literal["auto"]]] = None
-    """pretraining updates, 0 = none, auto = until converged (default: 200k Adroit, else 50k)"""
+    """pretraining updates, 0 = none, auto = until converged (None: 200k Adroit, else 50k)"""
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """pretrain the actor (BC), the critics (MC returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (default: twice the fixed default)"""
+    """auto: at most this many pretraining updates (None: twice the fixed default)"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99
@@ -52,23 +52,23 @@ class Args:
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critics"""
     hidden_dims: Tuple[int, ...] = (256, 256)
-    """hidden layer widths of actor and critics (CORL's TD3+BC; EDAC's differ on purpose)"""
+    """hidden layer widths of actor and critics (CORL's TD3+BC)"""
     actor_layernorm: bool = True
     """LayerNorm after every hidden layer of the actor (Appendix B)"""
     critic_layernorm: bool = True
     """LayerNorm after every hidden layer of the critics (Appendix B)"""
     td_lambda: Optional[float] = None
-    """eq. 17: target (1 - lambda) MC + lambda TD (default: 0.1 on halfcheetah, else 0)"""
+    """eq. 17: target (1 - lambda) MC + lambda TD (None: 0.1 halfcheetah, else 0)"""
     mc_tail: Literal["geometric", "none"] = "geometric"
     """return after a truncated last step: geometric repeats it forever, none adds nothing"""
     mc_max_target: bool = False
     """Appendix F (Q-Transformer): finetuning TD target max(MC return, r + gamma Q')"""
     pretrain_cql_weight: Optional[float] = None
-    """weight of the CQL term in critic pretraining, by eq. 21 (default: --cql-weight)"""
+    """weight of the CQL term in critic pretraining, by eq. 21 (None: --cql-weight)"""
     cql_weight: Optional[float] = None
     """weight of the CQL term in finetuning, combined by eq. 21 (Table 3: pen 1, else 10)"""
     alpha: Optional[float] = None
-    """TD3+BC alpha (default: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
+    """TD3+BC alpha (None: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
     policy_frequency: int = 2
     """actor and target updates every this many critic updates (finetuning)"""
     eval_freq: int = 5000
@@ -82,13 +82,15 @@ class Args:
     capture_video: bool = False
     """each evaluation's first episode to videos/update_<N>.mp4 (MUJOCO_GL=egl)"""
     score_window: Optional[Tuple[int, int]] = None
-    """START END: also report the mean score in [START, END] (default: 200k 300k on Adroit)"""
+    """START END: also report the mean score in [START, END] (None: 200k 300k on Adroit)"""
     log_freq: int = 1000
     """log the losses (and check them for NaN) every this many updates"""
     save_model: bool = False
     """checkpoint networks, optimizers and RNGs at every evaluation"""
     resume: Optional[str] = None
-    """the run directory of an interrupted --save-model run to continue"""
+    """an interrupted --save-model run's directory, to continue"""
+    config: Optional[str] = None
+    """a config.json to start from (a run's, or some flags); flags given here win"""
     runs_dir: str = "runs"
     """where run directories are created"""
     compile: bool = True
@@ -117,7 +119,7 @@ def resolve_defaults(args: Args):
     return utils.fill_defaults(args, task, **defaults)
 
 
-# ALGO LOGIC: networks. LayerNorm without learnable scale and shift, as the paper's code.
+# ALGO LOGIC: networks (LayerNorm without scale and shift, as the paper's code)
 def hidden_precision(x, bf16: bool):
     """--bf16: hidden layers in bfloat16 autocast; the output layer runs in fp32."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -307,11 +309,11 @@ def gradient_step(optimizer, loss):
 
 @torch.no_grad()
 def soft_update(target_params, online_params, tau):
-    """Polyak averaging, target <- target + tau (online - target), in one fused call."""
+    """Polyak averaging: target += tau (online - target), one fused call."""
     torch._foreach_lerp_(target_params, online_params, tau)
 
 
-# plumbing: --pretrain-steps auto (both parts until both held-out losses converge)
+# plumbing: --pretrain-steps auto (until both held-out losses converge)
 @torch.no_grad()
 def auto_pretrain(actor, critic, val, plateaus, converged, update, args, run_dir):
     """Held-out losses, fed to utils.Plateau; returns them and where pretraining ends."""
@@ -444,7 +446,7 @@ def main(args: Args):
             losses.update(info)
         is_eval = update % args.eval_freq == 0 or update == args.total_timesteps
         if is_log or is_eval:
-            log.losses(losses, update, phase, args.log_freq)  # raises on NaN/inf
+            log.losses(losses, update, phase, [pretrain_end])  # raises on NaN/inf
             losses.clear()
         if is_eval:
             row = log.evaluation(update, phase, policy, envs, ref)

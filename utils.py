@@ -3,12 +3,16 @@ flattening; reference scores and evaluation; and the least plumbing every run ne
 checks, config, run directory, checkpoints, the logger, batches). Copy a script with this file.
 """
 
+import contextlib
 import csv
 import dataclasses
 import difflib
+import io
 import json
 import os
 import random
+import re
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -86,6 +90,9 @@ def load_dataset(name: str, download: bool = True):
     if not download:
         raise DatasetError(f"dataset '{dataset_id}' not found at {path} and download is off")
     try:
+        if os.environ.get("MINARI_REMOTE", "hf://").startswith("hf://"):  # offline: fail in 5 s
+            hub = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1]
+            socket.create_connection((hub.split("/")[0], 443), timeout=5).close()
         minari.download_dataset(dataset_id)
         return minari.load_dataset(dataset_id)
     except Exception as e:  # network, unknown remote id, version mismatch: one message
@@ -291,13 +298,13 @@ def window_score(updates, scores, window) -> float:
 
 
 def summarize_run(run_dir: str, window) -> dict:
-    """summary.csv: the last evaluation (final_*), the --final-episodes mean (final_episodes_*)
-    and the mean over --score-window (window_*)."""
+    """summary.csv: the last periodic evaluation (last_eval_*), the final evaluation's mean
+    over --final-episodes (final_episodes_*) and the mean over --score-window (window_*)."""
     rows = read_csv(os.path.join(run_dir, "eval.csv"))
     updates = [int(r["update"]) for r in rows]
     scores = [float(r["normalized_mean"]) for r in rows]
-    summary = {"final_update": updates[-1], "final_return": float(rows[-1]["return_mean"])}
-    summary["final_normalized"] = scores[-1]
+    summary = {"last_eval_update": updates[-1], "last_eval_return": float(rows[-1]["return_mean"])}
+    summary["last_eval_normalized"] = scores[-1]
     final_path = os.path.join(run_dir, "final_returns.csv")
     if os.path.exists(final_path):
         final = [float(r["normalized"]) for r in read_csv(final_path)]
@@ -344,6 +351,7 @@ class RunLog:
         self.train_s = ckpt["train_s"] if ckpt else 0.0
         self.mark = time.time()
         self.mark_update = ckpt["update"] if ckpt else 0
+        self.ends_seen = set()  # the phase ends whose first interval has been timed
         for kind, fields in (("eval", EVAL_FIELDS), ("losses", LOSS_FIELDS)):
             path = os.path.join(run_dir, f"{kind}.csv")
             rows = read_csv(path) if ckpt and os.path.exists(path) else []
@@ -359,8 +367,11 @@ class RunLog:
             self.wandb = wandb
             wandb.init(project=project, resume="allow", save_code=True, **config)
 
-    def losses(self, losses: dict, update: int, phase: str, log_freq: int):
-        """One host sync for the interval's losses; NaN/inf stops the run naming the loss."""
+    def losses(self, losses: dict, update: int, phase: str, ends):
+        """One host sync for the interval's losses; NaN/inf stops the run naming the loss. The
+        status line counts to the phase's end (the first of `ends` and the total not passed) and
+        estimates its time left at this interval's rate, except in a phase's first interval in
+        this process with --compile (torch.compile's warm-up)."""
         now = time.time()
         self.train_s += now - self.mark
         self.ups = (update - self.mark_update) / max(now - self.mark, 1e-9)
@@ -372,7 +383,8 @@ class RunLog:
             values = dict(zip(losses, stacked.cpu().tolist()))
         for name, value in values.items():
             if not np.isfinite(value):
-                checked = f"phase {phase}; the last check passed at update {update - log_freq}"
+                last = update - self.args.log_freq
+                checked = f"phase {phase}; the last check passed at update {last}"
                 fix = "Lower --learning-rate or check the dataset; --resume continues from the "
                 fix += "last checkpoint if the run saved one (--save-model)"
                 raise FloatingPointError(f"{name} is {value} at update {update} ({checked}). {fix}")
@@ -380,9 +392,14 @@ class RunLog:
         rows = [(update, phase, name, value) for name, value in values.items()]
         write_csv(os.path.join(self.run_dir, "losses.csv"), LOSS_FIELDS, rows, mode="a")
         shown = ", ".join(f"{k[7:]} {v:.4g}" for k, v in values.items() if k[:7] == "losses/")
-        left = (self.total - update) / max(self.ups, 1e-9) / 60
-        status = f"{self.rate()} updates/s | {shown} | ~{left:.0f} min of updates left"
-        print(f"[{phase} {update}/{self.total}] {status}", flush=True)
+        end = min(e for e in (*ends, self.total) if e >= update)
+        left = (end - update) / max(self.ups, 1e-9)
+        left = f"~{left / 60:.0f} min" if left >= 120 else f"~{left:.0f} s"
+        warm = self.args.compile and end not in self.ends_seen
+        left = "compiling, no estimate yet" if warm else f"{left} of updates left"
+        self.ends_seen.add(end)
+        status = f"{self.rate()} updates/s | {shown} | {left}"
+        print(f"[{phase} {update}/{end}] {status}", flush=True)
         if self.wandb:
             self.wandb.log({**values, "charts/phase": int(phase == "finetune")}, step=update)
 
@@ -416,14 +433,12 @@ class RunLog:
     def finish(self, window):
         """summary.csv and the closing lines of a run."""
         summary = summarize_run(self.run_dir, window)
-        score = summary["final_normalized"]
-        print(f"done: {self.total} updates, final normalized score {score:.1f}; in {self.run_dir}")
+        score = f"last evaluation {summary['last_eval_normalized']:.1f} (normalized)"
+        print(f"done: {self.total} updates; {score}; in {self.run_dir}")
         if window is not None:
-            score = f"{summary['window_normalized']:.1f}"
+            score = f"{summary['window_normalized']:.1f}, the mean of"
             n = summary["window_evaluations"]
-            print(
-                f"window score, updates {window[0]}-{window[1]}: {score} (mean of {n} evaluations)"
-            )
+            print(f"window score, updates {window[0]}-{window[1]}: {score} {n} evaluations")
         if self.wandb:
             self.wandb.run.summary.update(summary)
             self.wandb.finish()
@@ -499,11 +514,11 @@ def read_config(path: str, args_cls, script=None):
     except json.JSONDecodeError as e:
         raise ConfigError(f"{name}: not valid JSON ({e})") from e
     by = config.pop("script", None)
-    for record in ("pretrain_steps_chosen", "pretrain_converged", "resume"):  # a run's records
+    for record in ("pretrain_steps_chosen", "pretrain_converged", "resume", "config"):
         config.pop(record, None)
     fields = set(args_cls.__dataclass_fields__)
     unknown = ", ".join(sorted(set(config) - fields))
-    missing = ", ".join(sorted(fields - set(config) - {"resume"}))
+    missing = ", ".join(sorted(fields - set(config) - {"resume", "config"}))
     if script and (unknown or by not in (None, script)):
         fix = f"python {by} --resume {path}" if by else "the script that wrote it"
         by = by or f"another script (its config has {unknown}, which {script} lacks)"
@@ -624,27 +639,40 @@ def load_checkpoint(run_dir: str, state: dict, device) -> dict:
 
 
 def cli(main, args_cls):
-    """`__main__` of every script: `--config PATH` if given, then tyro's flags. Our own errors
-    (bad flag, dataset, a diverged loss) end with one `error:` line; any other exception, e.g.
-    from a loss you edited, keeps its traceback."""
-    import tyro
-
-    argv = sys.argv[1:]
-    description = (sys.modules["__main__"].__doc__ or "").strip()
-    description += "\n\n--config PATH: start from a config.json; flags given here win."
+    """`__main__` of every script: tyro's flags, over a --config file's values if one is given.
+    Our own errors (bad flag, dataset, a diverged loss) end with one `error:` line; any other
+    exception, e.g. from a loss you edited, keeps its traceback."""
     try:
-        default = None
-        for i, arg in enumerate(argv):
-            if arg == "--config" or arg.startswith("--config="):
-                inline = "=" in arg
-                path = arg.split("=", 1)[1] if inline else "".join(argv[i + 1 : i + 2])
-                argv = argv[:i] + argv[i + (1 if inline else 2) :]
-                default = read_config(path, args_cls)
-                break
-        main(tyro.cli(args_cls, args=argv, default=default, description=description))
+        args = parse_flags(args_cls)
+        if args.config:
+            args = parse_flags(args_cls, read_config(args.config, args_cls))
+        main(args)
     except (ConfigError, DatasetError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def parse_flags(args_cls, default=None):
+    """tyro's parse of the command line; its boxed error becomes one ConfigError."""
+    import tyro
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            description = (sys.modules["__main__"].__doc__ or "").strip()
+            return tyro.cli(args_cls, default=default, description=description)
+    except SystemExit as e:
+        if not e.code:  # --help
+            raise
+        text = err.getvalue().translate(str.maketrans("─│╭╮╰╯", "-     "))  # no frame
+        sections = re.split(r"(?:^|\n) *-{3,} *\n", text.split("\n", 1)[-1])  # title dropped
+        problem = next((s for s in sections if s.strip()), text)
+        problem = " ".join(problem.split("Got errors:")[0].split())
+        hints = [s.split() for s in sections if "Perhaps you meant" in s]
+        meant = [w for w in (hints[0] if hints else []) if w.startswith("--")]
+        hint = f"; did you mean {' or '.join(meant[:3])}?" if meant else ""
+        script = os.path.basename(sys.argv[0])
+        raise ConfigError(f"{problem}{hint} (python {script} --help lists the flags)") from None
 
 
 # -------- Batches, and the bookkeeping of --pretrain-steps auto -----------------------------------

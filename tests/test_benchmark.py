@@ -525,3 +525,23 @@ def test_slurm_task_at_its_time_limit_requeues_and_resumes(minari_root, tmp_path
     (run_dir,) = glob.glob(str(out / "runs" / name / "*"))
     updates = [int(r["update"]) for r in csv.DictReader(open(os.path.join(run_dir, "eval.csv")))]
     assert updates == list(range(100, 2001, 100))  # every evaluation once, none lost or repeated
+
+
+def test_a_missing_dataset_stops_the_grid_before_anything_starts(tmp_path):
+    env = {"BENCH_OUT": str(tmp_path / "out"), "MINARI_DATASETS_PATH": str(tmp_path / "empty")}
+    env.update(MINARI_REMOTE="gcp://nowhere", BENCH_DATASETS="hopper-medium")  # no download
+    res = bench("quick", env=env)
+    assert res.returncode == 1, res.stdout
+    assert res.stderr.strip().startswith("error: dataset 'mujoco/hopper/medium-v0' is not")
+    assert "could not be downloaded" in res.stderr and "start:" not in res.stdout
+    assert not (tmp_path / "out" / "runs").exists()  # no run was launched
+
+
+def test_a_failed_probe_prints_its_reason_and_stops(minari_root, tmp_path):
+    env = {"BENCH_OUT": str(tmp_path), "BENCH_DATASETS": "hopper-random", "BENCH_PROBE": "1"}
+    res = bench("quick", env={**env, "BENCH_FLAGS": "--batch-size 0"})
+    assert res.returncode == 1 and "start:" not in res.stdout
+    assert (
+        "td3bc_pretrain on hopper-random: probe failed: error: --batch-size must be at least 1"
+        in res.stderr
+    )

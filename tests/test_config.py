@@ -36,9 +36,8 @@ def test_a_run_from_another_runs_config_trains_the_same(script, minari_root, tmp
     a, b = run_dir_of(first.stdout), run_dir_of(again.stdout)
     assert a != b  # its own run directory
     config_a, config_b = (json.load(open(os.path.join(d, "config.json"))) for d in (a, b))
-    assert {**config_a, "runs_dir": None} == {**config_b, "runs_dir": None} and config_b[
-        "gamma"
-    ] == 0.98
+    assert config_b["config"] == source and config_b["gamma"] == 0.98  # where it came from
+    assert {**config_a, "runs_dir": 0, "config": 0} == {**config_b, "runs_dir": 0, "config": 0}
     assert [r["return_mean"] for r in read_csv(a)] == [
         r["return_mean"] for r in read_csv(b)
     ]  # same seed, same run
@@ -84,4 +83,4 @@ def test_hand_written_config_and_its_errors(minari_root, tmp_path):
     path.write_text("{not json")
     res = run_script(["--config", str(path)])
     assert res.returncode == 1 and "not valid JSON" in res.stderr
-    assert "--config PATH" in run_script(["--help"]).stdout
+    assert "--config {None}|STR" in run_script(["--help"]).stdout  # in the options box

@@ -20,10 +20,22 @@ SCALE = {
 def readme_main_job():
     text = open(os.path.join(ROOT, "README.md")).read()
     block = text.split("<!-- main-job -->", 1)[1]
-    command = re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip()
+    lines = re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip().splitlines()
     install = "pip install -r requirements.txt && "
-    assert command.startswith(install), command
-    return command[len(install) :]
+    assert lines[-1].startswith(install), lines
+    return lines[-1][len(install) :]
+
+
+def test_readme_installs_the_pinned_torch_from_the_cpu_index_first():
+    """A CPU user following the quick start literally gets no CUDA: the CPU wheel of the pinned torch
+    goes in first, and `pip install -r requirements.txt` then finds its pin met."""
+    text = open(os.path.join(ROOT, "README.md")).read().split("<!-- main-job -->", 1)[1]
+    first = re.search(r"```bash\n(.+?)\n", text).group(1)
+    pin = next(
+        ln for ln in open(os.path.join(ROOT, "requirements.txt")) if ln.startswith("torch==")
+    )
+    index = "--index-url https://download.pytorch.org/whl/cpu"
+    assert first.startswith(f"pip install {pin.split()[0]} {index}"), first
 
 
 def test_readme_main_job_runs_offline(tmp_path):
@@ -130,6 +142,7 @@ def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
             "50",
             "--runs-dir",
             str(tmp_path),
+            "--compile",
         ]
     )
     assert res.returncode == 0, res.stderr
@@ -139,12 +152,14 @@ def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
         if line.startswith("[pretrain ") or line.startswith("[finetune ")
     ]
     assert [line.split("]")[0] for line in status] == [
-        "[pretrain 50/200",
-        "[pretrain 100/200",
+        "[pretrain 50/100",  # each phase counts to its own end
+        "[pretrain 100/100",
         "[finetune 150/200",
         "[finetune 200/200",
     ]
-    assert all("updates/s |" in line and "min of updates left" in line for line in status)
+    warm = [line.endswith("| compiling, no estimate yet") for line in status]
+    assert warm == [True, False, True, False], status  # a phase's first interval: compiling
+    assert all(" updates/s |" in line and " of updates left" in line for line in status[1::2])
     assert "critic_mc" in status[0] and "actor_bc" in status[0] and "critic_td" in status[3]
     run_dir = glob.glob(str(tmp_path / "*"))[0]
     rows = list(csv.DictReader(open(os.path.join(run_dir, "losses.csv"))))

@@ -600,7 +600,7 @@ def test_score_window_and_task_defaults(minari_root, tmp_path):
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir)
     expected = (float(rows[1]["normalized_mean"]) + float(rows[2]["normalized_mean"])) / 2
-    assert f"window score, updates 200-300: {expected:.1f} (mean of 2 evaluations" in res.stdout
+    assert f"window score, updates 200-300: {expected:.1f}, the mean of 2 evaluations" in res.stdout
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["alpha"] == 10.0 and cfg["score_window"] == [200, 300]  # resolved values recorded
 

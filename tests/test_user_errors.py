@@ -231,3 +231,31 @@ def test_a_live_run_refuses_a_second_writer(minari_root, tmp_path):
         ["--resume", run_dir]
     )  # killed before its first checkpoint: the lock went with it
     assert res.returncode == 1 and "no checkpoint.pt there" in res.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--pretrain-steps", "abc"], "Error parsing --pretrain-steps: no type matching"),
+        (["--sed", "1"], "Unrecognized options: --sed, 1; did you mean --seed?"),
+        (["--pretrain-mode", "bc"], "invalid choice 'bc' for argument '--pretrain-mode'"),
+        (["--gamma"], "Missing value for argument '--gamma'"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_not_a_box(script, argv, message, monkeypatch):
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *argv])
+    with pytest.raises(utils.ConfigError) as e:
+        utils.parse_flags(MODULES[script].Args)
+    text = str(e.value)
+    assert message in text and f"(python {script}.py --help lists the flags)" in text
+    assert "\n" not in text and not set("│─╭") & set(text) and "Got errors" not in text
+
+
+def test_config_file_under_the_flags(tmp_path, monkeypatch):
+    path = tmp_path / "flags.json"
+    path.write_text(json.dumps({"seed": 7, "gamma": 0.9, "hidden_dims": [4, 4]}))
+    monkeypatch.setattr("sys.argv", ["td3bc_pretrain.py", "--config", str(path), "--seed", "2"])
+    seen = []
+    utils.cli(seen.append, MODULES["td3bc_pretrain"].Args)
+    assert (seen[0].seed, seen[0].gamma, seen[0].hidden_dims) == (2, 0.9, (4, 4))

@@ -1,6 +1,7 @@
 """utils.py: names, errors, flattening at episode boundaries, scores, evaluation, summaries;
 tools/build_random.py."""
 
+import io
 import os
 from types import SimpleNamespace
 
@@ -69,6 +70,7 @@ def test_missing_dataset_explains_fix(minari_root, monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(minari, "download_dataset", offline)
+    monkeypatch.setattr(utils.socket, "create_connection", lambda *a, **k: io.BytesIO())
     with pytest.raises(utils.DatasetError) as e:
         utils.load_dataset("halfcheetah-medium")
     msg = str(e.value)
@@ -76,6 +78,20 @@ def test_missing_dataset_explains_fix(minari_root, monkeypatch):
     assert os.path.join(minari_root, "mujoco/halfcheetah/medium-v0") in msg  # the path searched
     assert "ConnectionError: no network" in msg  # the underlying error
     assert "minari download mujoco/halfcheetah/medium-v0" in msg and "MINARI_DATASETS_PATH" in msg
+
+
+def test_no_network_fails_before_minaris_retries(minari_root, monkeypatch):
+    import minari
+
+    def unreachable(address, timeout):
+        assert address == ("huggingface.co", 443) and timeout <= 5
+        raise OSError("Name or service not known")
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(utils.socket, "create_connection", unreachable)
+    monkeypatch.setattr(minari, "download_dataset", lambda *a: pytest.fail("retried offline"))
+    with pytest.raises(utils.DatasetError, match="could not be downloaded .OSError: Name or"):
+        utils.load_dataset("hopper-medium")
 
 
 def test_missing_random_dataset_says_how_to_build(minari_root):
@@ -220,7 +236,7 @@ def test_summarize_run_window_mean(tmp_path):
     assert (
         summary["window_normalized"] == 30.0 and summary["window_evaluations"] == 2
     )  # ends included
-    assert summary["final_update"] == 400 and summary["final_normalized"] == 90.0
+    assert summary["last_eval_update"] == 400 and summary["last_eval_normalized"] == 90.0
     written = (tmp_path / "summary.csv").read_text().splitlines()
     assert written[0].split(",")[-1] == "window_normalized" and written[1].split(",")[-1] == "30.0"
     assert "window_normalized" not in utils.summarize_run(str(tmp_path), None)
