@@ -75,17 +75,25 @@ def run_dir_of(stdout):
     )
 
 
-TINY = [
-    "--env-id",
-    "hopper-random",
-    "--batch-size",
-    "64",
-    "--hidden-dims",
-    "32",
-    "32",
-    "--eval-episodes",
-    "2",
-    "--no-compile",
-    "--final-episodes",
-    "0",
-]
+def flags(**values) -> list:
+    """Keyword arguments as a command line: total_timesteps=300 -> --total-timesteps 300,
+    save_model=True -> --save-model, compile=False -> --no-compile, hidden_dims=(8, 8) -> 8 8."""
+    argv = []
+    for key, value in values.items():
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            many = value if isinstance(value, (list, tuple)) else [value]
+            argv += [f"--{name}", *map(str, many)]
+    return argv
+
+
+TINY = flags(
+    env_id="hopper-random",
+    batch_size=64,
+    hidden_dims=(32, 32),
+    eval_episodes=2,
+    compile=False,
+    final_episodes=0,
+)

@@ -5,7 +5,7 @@ import importlib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, read_csv, run_dir_of, run_script
+from conftest import TINY, flags, read_csv, run_dir_of, run_script
 
 SCRIPTS = ["td3bc_pretrain", "edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pretrain"]
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
@@ -55,17 +55,9 @@ def test_bf16_runs_end_to_end(script, minari_root, tmp_path):
     res = run_script(
         TINY
         + extra
-        + [
-            "--bf16",
-            "--total-timesteps",
-            "150",
-            "--pretrain-steps",
-            "100",
-            "--eval-freq",
-            "50",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        + flags(
+            bf16=True, total_timesteps=150, pretrain_steps=100, eval_freq=50, runs_dir=tmp_path
+        ),
         script=f"{script}.py",
     )
     assert res.returncode == 0, res.stderr

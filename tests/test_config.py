@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import TINY, read_csv, run_dir_of, run_script
+from conftest import TINY, flags, read_csv, run_dir_of, run_script
 
 SCRIPTS = ["td3bc_pretrain.py", "edac_pretrain.py"]
 
@@ -12,26 +12,11 @@ SCRIPTS = ["td3bc_pretrain.py", "edac_pretrain.py"]
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_run_from_another_runs_config_trains_the_same(script, minari_root, tmp_path):
     extra = ["--num-critics", "2"] if script.startswith("edac") else []
-    flags = (
-        TINY
-        + extra
-        + [
-            "--total-timesteps",
-            "200",
-            "--pretrain-steps",
-            "100",
-            "--eval-freq",
-            "100",
-            "--seed",
-            "4",
-        ]
-    )
-    first = run_script(
-        flags + ["--runs-dir", str(tmp_path / "a"), "--gamma", "0.98"], script=script
-    )
+    common = TINY + extra + flags(total_timesteps=200, pretrain_steps=100, eval_freq=100, seed=4)
+    first = run_script(common + flags(runs_dir=tmp_path / "a", gamma=0.98), script=script)
     assert first.returncode == 0, first.stderr
     source = os.path.join(run_dir_of(first.stdout), "config.json")
-    again = run_script(["--config", source, "--runs-dir", str(tmp_path / "b")], script=script)
+    again = run_script(flags(config=source, runs_dir=tmp_path / "b"), script=script)
     assert again.returncode == 0, again.stderr
     a, b = run_dir_of(first.stdout), run_dir_of(again.stdout)
     assert a != b  # its own run directory
@@ -64,7 +49,7 @@ def test_hand_written_config_and_its_errors(minari_root, tmp_path):
         },
         open(path, "w"),
     )
-    res = run_script(["--config", str(path), "--runs-dir", str(tmp_path)])
+    res = run_script(flags(config=path, runs_dir=tmp_path))
     assert res.returncode == 0, res.stderr
     assert json.load(open(os.path.join(run_dir_of(res.stdout), "config.json")))["hidden_dims"] == [
         16,

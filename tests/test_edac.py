@@ -1,20 +1,15 @@
 """edac_pretrain.py: soft returns, tanh-Gaussian actor, ensemble diversity, end to end."""
 
 import csv
-import glob
 import importlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, TINY, read_csv, run_dir_of, run_script
+from conftest import TINY, flags, run_dir_of, run_script
 
 import edac_pretrain as E
 import td3bc_pretrain as T
@@ -226,69 +221,20 @@ def test_task_defaults():
 # ---------------------------------------------------------------------------------------------
 # end to end
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)]
-)
-def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
-    res = run_edac(
-        TINY_EDAC
-        + [
-            "--total-timesteps",
-            "300",
-            "--pretrain-steps",
-            str(pretrain),
-            "--pretrain-mode",
-            mode,
-            "--eval-freq",
-            "100",
-            "--log-freq",
-            "50",
-            "--save-model",
-            "--runs-dir",
-            str(tmp_path),
-        ]
-    )
-    assert res.returncode == 0, res.stderr
-    run_dir = run_dir_of(res.stdout)
-    rows = read_csv(run_dir)
-    assert [int(r["update"]) for r in rows] == [100, 200, 300]
-    assert [r["phase"] for r in rows] == ["pretrain"] * (pretrain // 100) + ["finetune"] * (
-        3 - pretrain // 100
-    )
-    assert all(np.isfinite(float(r["normalized_mean"])) for r in rows)
-    soft_at = {"both": 100, "critic": 0}.get(mode) if pretrain else None
-    if soft_at is None:
-        assert "soft returns" not in res.stdout
-    else:
-        assert "soft returns: alpha" in res.stdout
-    ckpt = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=False)
-    assert (ckpt["soft_return"] is None) == (soft_at is None)
-    assert (
-        "EDAC: 3 critics, eta 1.0;" in res.stdout
-        and "defaults for task hopper:" in res.stdout
-        and "eta=1.0" in res.stdout
-    )
-
-
 def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
     ckpts = []
     # the same 100 soft-BC updates, then nothing (run 1) or 100 critic-pretraining updates (run 2)
     for total, fraction in ((100, "1.0"), (200, "0.5")):
         res = run_edac(
             TINY_EDAC
-            + [
-                "--total-timesteps",
-                str(total),
-                "--pretrain-steps",
-                str(total),
-                "--eval-freq",
-                "100",
-                "--actor-pretrain-fraction",
-                fraction,
-                "--save-model",
-                "--runs-dir",
-                str(tmp_path / str(total)),
-            ]
+            + flags(
+                total_timesteps=total,
+                pretrain_steps=total,
+                eval_freq=100,
+                actor_pretrain_fraction=fraction,
+                save_model=True,
+                runs_dir=tmp_path / str(total),
+            )
         )
         assert res.returncode == 0, res.stderr
         ckpts.append(
@@ -305,29 +251,20 @@ def test_actor_frozen_during_critic_pretraining(minari_root, tmp_path):
 def test_two_critics_and_every_edac_option(minari_root, tmp_path):
     res = run_edac(
         TINY_EDAC[:-2]
-        + [
-            "--num-critics",
-            "2",
-            "--eta",
-            "5.0",
-            "--actor-pretrain-fraction",
-            "0.25",
-            "--td-lambda",
-            "0.3",
-            "--mc-tail",
-            "none",
-            "--no-actor-layernorm",
-            "--no-critic-layernorm",
-            "--no-compile",
-            "--total-timesteps",
-            "200",
-            "--pretrain-steps",
-            "200",
-            "--eval-freq",
-            "200",
-            "--runs-dir",
-            str(tmp_path),
-        ]
+        + flags(
+            num_critics=2,
+            eta=5.0,
+            actor_pretrain_fraction=0.25,
+            td_lambda=0.3,
+            mc_tail="none",
+            actor_layernorm=False,
+            critic_layernorm=False,
+            compile=False,
+            total_timesteps=200,
+            pretrain_steps=200,
+            eval_freq=200,
+            runs_dir=tmp_path,
+        )
     )
     assert res.returncode == 0, res.stderr
     assert "EDAC: 2 critics, eta 5.0" in res.stdout and "soft returns: alpha" in res.stdout
@@ -339,56 +276,6 @@ def test_two_critics_and_every_edac_option(minari_root, tmp_path):
     )
 
 
-def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
-    common = TINY_EDAC + [
-        "--total-timesteps",
-        "1500",
-        "--pretrain-steps",
-        "600",
-        "--eval-freq",
-        "50",
-        "--save-model",
-        "--seed",
-        "5",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "edac_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline, run_dir, killed_at = time.time() + 300, None, 0
-    while time.time() < deadline:  # kill once the checkpoint is past the soft-return computation
-        found = glob.glob(str(tmp_path / "killed" / "*" / "checkpoint.pt"))
-        if found:
-            try:
-                killed_at = torch.load(found[0], weights_only=False)["update"]
-            except Exception:
-                killed_at = 0
-            if killed_at >= 400:
-                run_dir = os.path.dirname(found[0])
-                break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert run_dir and killed_at < 1500, "could not kill the run mid-way"
-    res = run_edac(["--resume", run_dir])
-    assert res.returncode == 0, res.stderr
-    ref = run_edac(common + ["--runs-dir", str(tmp_path / "straight")])
-    ref_dir = run_dir_of(ref.stdout)
-    assert [r["return_mean"] for r in read_csv(run_dir)] == [
-        r["return_mean"] for r in read_csv(ref_dir)
-    ]
-    a, b = (
-        torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (run_dir, ref_dir)
-    )
-    for key in ("actor", "critic", "critic_target"):
-        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    assert torch.equal(a["log_alpha"], b["log_alpha"])
-
-
 def test_errors(minari_root):
     res = run_edac(["--env-id", "hopper-mediun"])
     assert (
@@ -396,7 +283,7 @@ def test_errors(minari_root):
         and "unknown env id 'hopper-mediun'" in res.stderr
         and "hopper-medium" in res.stderr
     )
-    res = run_edac(["--actor-pretrain-fraction", "1.5", "--num-critics", "0"])
+    res = run_edac(flags(actor_pretrain_fraction=1.5, num_critics=0))
     assert res.returncode == 1
     assert (
         "--actor-pretrain-fraction must be in [0, 1]" in res.stderr
@@ -445,20 +332,14 @@ def test_diagnostics_on_known_values(module):
 def test_diagnostics_reach_losses_csv(minari_root, tmp_path):
     res = run_edac(
         TINY_EDAC
-        + [
-            "--total-timesteps",
-            "40",
-            "--pretrain-steps",
-            "0",
-            "--eval-freq",
-            "40",
-            "--log-freq",
-            "20",
-            "--num-critics",
-            "1",
-            "--runs-dir",
-            str(tmp_path),
-        ]
+        + flags(
+            total_timesteps=40,
+            pretrain_steps=0,
+            eval_freq=40,
+            log_freq=20,
+            num_critics=1,
+            runs_dir=tmp_path,
+        )
     )
     assert res.returncode == 0, res.stderr  # N=1: the ensemble std is 0, not NaN
     rows = list(csv.DictReader(open(os.path.join(run_dir_of(res.stdout), "losses.csv"))))

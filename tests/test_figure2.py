@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, flags
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import summarize  # noqa: E402
@@ -258,7 +258,7 @@ def test_readme_table_is_the_summary_of_the_tracked_runs(tmp_path, capsys):
     """README's Figure 2 table is figure2_table.md as `bash benchmark.sh summarize docs/figure2` writes it from
     the runs tracked in docs/figure2/runs, not typed by hand."""
     out = tmp_path / "out"
-    args = ["--out", str(out), "--figure2", "--allow-dips", "1", "--no-plots", "--reps", "100"]
+    args = flags(out=out, figure2=True, allow_dips=1, plots=False, reps=100)
     summarize.main([os.path.join(ROOT, "docs", "figure2", "runs"), *args])
     table = open(out / "figure2_table.md").read()
     assert table == open(os.path.join(ROOT, "docs", "figure2", "figure2_table.md")).read()

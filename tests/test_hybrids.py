@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import read_csv, run_dir_of, run_script
+from conftest import flags, read_csv, run_dir_of, run_script
 
 import edac_bc_pretrain as EB
 import td3bc_cql_pretrain as TC
@@ -122,26 +122,17 @@ def pen_root(tmp_path_factory):
     return root
 
 
-SMALL = [
-    "--batch-size",
-    "32",
-    "--hidden-dims",
-    "32",
-    "32",
-    "--eval-episodes",
-    "2",
-    "--no-compile",
-    "--final-episodes",
-    "0",
-    "--total-timesteps",
-    "200",
-    "--pretrain-steps",
-    "100",
-    "--eval-freq",
-    "100",
-    "--log-freq",
-    "50",
-]
+SMALL = flags(
+    batch_size=32,
+    hidden_dims=(32, 32),
+    eval_episodes=2,
+    compile=False,
+    final_episodes=0,
+    total_timesteps=200,
+    pretrain_steps=100,
+    eval_freq=100,
+    log_freq=50,
+)
 
 
 @pytest.mark.parametrize(
@@ -151,11 +142,9 @@ SMALL = [
 @pytest.mark.parametrize("env", ["pen-random", "hopper-random"])
 def test_hybrids_end_to_end(minari_root, pen_root, tmp_path, script, extra, env):
     env_extra = {"MINARI_DATASETS_PATH": pen_root} if env == "pen-random" else None
-    protocol = (
-        ["--eval-protocol", "paper", "--score-window", "100", "200"] if env == "pen-random" else []
-    )
+    protocol = flags(eval_protocol="paper", score_window=(100, 200)) if env == "pen-random" else []
     res = run_script(
-        SMALL + extra + protocol + ["--env-id", env, "--runs-dir", str(tmp_path)],
+        SMALL + extra + protocol + flags(env_id=env, runs_dir=tmp_path),
         script=script,
         env_extra=env_extra,
     )
@@ -187,11 +176,7 @@ def test_hybrids_end_to_end(minari_root, pen_root, tmp_path, script, extra, env)
 
 
 def test_hybrid_bad_weights(minari_root):
-    res = run_script(
-        ["--cql-weight", "-1", "--env-id", "hopper-random"], script="td3bc_cql_pretrain.py"
-    )
+    res = run_script(flags(cql_weight=-1, env_id="hopper-random"), script="td3bc_cql_pretrain.py")
     assert res.returncode == 1 and "--cql-weight must be >= 0" in res.stderr
-    res = run_script(
-        ["--bc-weight", "-1", "--env-id", "hopper-random"], script="edac_bc_pretrain.py"
-    )
+    res = run_script(flags(bc_weight=-1, env_id="hopper-random"), script="edac_bc_pretrain.py")
     assert res.returncode == 1 and "--bc-weight must be >= 0" in res.stderr

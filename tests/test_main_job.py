@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, flags, run_script
 
 SCALE = {
     "--steps": "2000",
@@ -67,7 +67,7 @@ def test_copied_script_runs_in_an_empty_folder(minari_root, tmp_path):
     for name in ("td3bc_pretrain.py", "utils.py"):
         shutil.copy(os.path.join(ROOT, name), tmp_path)
     res = run_script(
-        TINY + ["--total-timesteps", "200", "--pretrain-steps", "100", "--eval-freq", "100"],
+        TINY + flags(total_timesteps=200, pretrain_steps=100, eval_freq=100),
         cwd=str(tmp_path),
         script=str(tmp_path / "td3bc_pretrain.py"),
     )
@@ -79,7 +79,7 @@ def test_a_renamed_copy_names_its_runs_after_itself(minari_root, tmp_path):
     shutil.copy(os.path.join(ROOT, "utils.py"), tmp_path)
     shutil.copy(os.path.join(ROOT, "td3bc_pretrain.py"), tmp_path / "my_idea.py")
     res = run_script(
-        TINY + ["--total-timesteps", "100", "--pretrain-steps", "50", "--eval-freq", "100"],
+        TINY + flags(total_timesteps=100, pretrain_steps=50, eval_freq=100),
         cwd=str(tmp_path),
         script=str(tmp_path / "my_idea.py"),
     )
@@ -108,7 +108,7 @@ def test_an_error_in_an_edited_loss_keeps_its_traceback(minari_root, tmp_path):
     """Only the project's own errors become one `error:` line; a bug in a loss shows its file and line,
     eager and compiled."""
     line = broken_copy(tmp_path, "obs = obs @ torch.ones(3, 4)  # a shape bug")
-    args = TINY + ["--total-timesteps", "20", "--pretrain-steps", "10", "--eval-freq", "20"]
+    args = TINY + flags(total_timesteps=20, pretrain_steps=10, eval_freq=20)
     for compile_flag in ("--no-compile", "--compile"):
         res = run_script(
             args + [compile_flag], cwd=str(tmp_path), script=str(tmp_path / "broken.py")
@@ -131,19 +131,14 @@ def test_an_error_in_an_edited_loss_keeps_its_traceback(minari_root, tmp_path):
 def test_status_line_every_log_interval_and_losses_csv(minari_root, tmp_path):
     res = run_script(
         TINY
-        + [
-            "--total-timesteps",
-            "200",
-            "--pretrain-steps",
-            "100",
-            "--eval-freq",
-            "100",
-            "--log-freq",
-            "50",
-            "--runs-dir",
-            str(tmp_path),
-            "--compile",
-        ]
+        + flags(
+            total_timesteps=200,
+            pretrain_steps=100,
+            eval_freq=100,
+            log_freq=50,
+            runs_dir=tmp_path,
+            compile=True,
+        )
     )
     assert res.returncode == 0, res.stderr
     status = [

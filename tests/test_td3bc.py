@@ -1,19 +1,14 @@
 """td3bc_pretrain.py: networks and losses, then the script end to end on a tiny dataset."""
 
-import csv
 import glob
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, TINY, read_csv, run_dir_of, run_script
+from conftest import TINY, flags, read_csv, run_dir_of, run_script
 
 import td3bc_pretrain as T
 import utils
@@ -135,58 +130,12 @@ def test_mc_max_target_takes_the_larger():
 # ---------------------------------------------------------------------------------------------
 # end to end
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "mode,pretrain", [("both", 200), ("actor", 200), ("critic", 200), ("both", 0)]
-)
-def test_pretrain_modes_end_to_end(minari_root, tmp_path, mode, pretrain):
-    res = run_script(
-        TINY
-        + [
-            "--total-timesteps",
-            "400",
-            "--pretrain-steps",
-            str(pretrain),
-            "--pretrain-mode",
-            mode,
-            "--eval-freq",
-            "100",
-            "--log-freq",
-            "50",
-            "--save-model",
-            "--runs-dir",
-            str(tmp_path),
-        ]
-    )
-    assert res.returncode == 0, res.stderr
-    run_dir = run_dir_of(res.stdout)
-    rows = read_csv(run_dir)
-    assert [int(r["update"]) for r in rows] == [100, 200, 300, 400]
-    expected = ["pretrain"] * (pretrain // 100) + ["finetune"] * (4 - pretrain // 100)
-    assert [r["phase"] for r in rows] == expected
-    for r in rows:
-        assert np.isfinite(float(r["return_mean"])) and np.isfinite(float(r["normalized_mean"]))
-        assert float(r["updates_per_s"]) > 0 and float(r["wall_s"]) > 0
-    assert "[finetune] update 400/400" in res.stdout and "updates/s" in res.stdout
-    assert json.load(open(os.path.join(run_dir, "config.json")))["pretrain_mode"] == mode
-
-
 def pretrain_only(tmp_path, mode, steps=300, extra=()):
     res = run_script(
         TINY
-        + [
-            *extra,
-            "--total-timesteps",
-            str(steps),
-            "--pretrain-steps",
-            str(steps),
-            "--pretrain-mode",
-            mode,
-            "--eval-freq",
-            str(steps),
-            "--save-model",
-            "--runs-dir",
-            str(tmp_path),
-        ]
+        + [*extra]
+        + flags(total_timesteps=steps, pretrain_steps=steps, pretrain_mode=mode, eval_freq=steps)
+        + flags(save_model=True, runs_dir=tmp_path)
     )
     assert res.returncode == 0, res.stderr
     return torch.load(os.path.join(run_dir_of(res.stdout), "checkpoint.pt"), weights_only=False)
@@ -230,18 +179,10 @@ def test_critic_pretraining_fits_mc_returns(minari_root, tmp_path):
 
 
 def test_seeded_runs_repeat_exactly(minari_root, tmp_path):
-    common = TINY + [
-        "--total-timesteps",
-        "300",
-        "--pretrain-steps",
-        "100",
-        "--eval-freq",
-        "100",
-        "--save-model",
-    ]
+    common = TINY + flags(total_timesteps=300, pretrain_steps=100, eval_freq=100, save_model=True)
     dirs = []
     for seed, sub in ((3, "a"), (3, "b"), (4, "c")):
-        res = run_script(common + ["--seed", str(seed), "--runs-dir", str(tmp_path / sub)])
+        res = run_script(common + flags(seed=seed, runs_dir=tmp_path / sub))
         assert res.returncode == 0, res.stderr
         dirs.append(run_dir_of(res.stdout))
     ckpts = [torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in dirs]
@@ -250,85 +191,11 @@ def test_seeded_runs_repeat_exactly(minari_root, tmp_path):
     assert not same_weights(ckpts[0]["actor"], ckpts[2]["actor"])
 
 
-def test_resume_after_kill_matches_uninterrupted_run(minari_root, tmp_path):
-    common = TINY + [
-        "--total-timesteps",
-        "3000",
-        "--pretrain-steps",
-        "1000",
-        "--eval-freq",
-        "100",
-        "--save-model",
-        "--seed",
-        "5",
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "td3bc_pretrain.py", *common, "--runs-dir", str(tmp_path / "killed")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 300
-    ckpts = []
-    while time.time() < deadline and not ckpts:
-        ckpts = glob.glob(str(tmp_path / "killed" / "*" / "checkpoint.pt"))
-        time.sleep(0.01)
-    assert ckpts, "no checkpoint appeared"
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    run_dir = os.path.dirname(ckpts[0])
-    killed_at = torch.load(ckpts[0], weights_only=False)["update"]
-    assert killed_at < 3000, "the run finished before it could be killed"
-
-    res = run_script(["--resume", run_dir])
-    assert res.returncode == 0, res.stderr
-    assert f"resuming {run_dir} at update {killed_at}" in res.stdout
-    rows = read_csv(run_dir)
-    assert [int(r["update"]) for r in rows] == list(
-        range(100, 3001, 100)
-    )  # earlier rows kept, none twice
-
-    ref = run_script(common + ["--runs-dir", str(tmp_path / "straight")])
-    assert ref.returncode == 0, ref.stderr
-    ref_dir = run_dir_of(ref.stdout)
-    assert [r["return_mean"] for r in rows] == [r["return_mean"] for r in read_csv(ref_dir)]
-    final, ref_final = (
-        torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (run_dir, ref_dir)
-    )
-    assert final["update"] == ref_final["update"] == 3000
-    for key in ("actor", "critic", "actor_target", "critic_target"):
-        assert same_weights(final[key], ref_final[key]), key
-
-    def loss_rows(
-        d,
-    ):  # losses.csv without the timing rows: the resumed run's equals the uninterrupted one's
-
-        return [
-            r
-            for r in csv.DictReader(open(os.path.join(d, "losses.csv")))
-            if r["name"].startswith("losses/")
-        ]
-
-    assert loss_rows(run_dir) == loss_rows(ref_dir) and len(loss_rows(run_dir)) > 0
-
-
 def test_final_evaluation_writes_one_row_per_episode_once(minari_root, tmp_path):
     """--final-episodes N: N episodes after the last update, own seeds, a row each; summary.csv has their mean;
     resuming the finished run does not evaluate again."""
-    flags = TINY + [
-        "--total-timesteps",
-        "40",
-        "--pretrain-steps",
-        "20",
-        "--eval-freq",
-        "20",
-        "--save-model",
-    ]
-    res = run_script(flags + ["--final-episodes", "4", "--runs-dir", str(tmp_path)])
+    common = TINY + flags(total_timesteps=40, pretrain_steps=20, eval_freq=20, save_model=True)
+    res = run_script(common + flags(final_episodes=4, runs_dir=tmp_path))
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
     rows = read_csv(run_dir, "final_returns.csv")
@@ -349,7 +216,7 @@ def test_final_evaluation_writes_one_row_per_episode_once(minari_root, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "final evaluation" not in again.stdout
     assert open(os.path.join(run_dir, "final_returns.csv")).read() == before
-    res = run_script(flags + ["--final-episodes", "0", "--runs-dir", str(tmp_path / "off")])
+    res = run_script(common + flags(final_episodes=0, runs_dir=tmp_path / "off"))
     assert res.returncode == 0 and not os.path.exists(
         os.path.join(run_dir_of(res.stdout), "final_returns.csv")
     )
@@ -361,17 +228,7 @@ def test_resume_errors(minari_root, tmp_path):
     res = run_script(["--resume", str(tmp_path / "nowhere")])
     assert res.returncode == 1 and "no config.json" in res.stderr
     ok = run_script(
-        TINY
-        + [
-            "--total-timesteps",
-            "100",
-            "--pretrain-steps",
-            "50",
-            "--eval-freq",
-            "100",
-            "--runs-dir",
-            str(tmp_path),
-        ]
+        TINY + flags(total_timesteps=100, pretrain_steps=50, eval_freq=100, runs_dir=tmp_path)
     )
     res = run_script(["--resume", run_dir_of(ok.stdout)])
     assert res.returncode == 1 and "no checkpoint.pt" in res.stderr and "--save-model" in res.stderr
@@ -380,17 +237,9 @@ def test_resume_errors(minari_root, tmp_path):
 def test_track_wandb_offline(minari_root, tmp_path):
     res = run_script(
         TINY
-        + [
-            "--total-timesteps",
-            "200",
-            "--pretrain-steps",
-            "100",
-            "--eval-freq",
-            "100",
-            "--track",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        + flags(
+            total_timesteps=200, pretrain_steps=100, eval_freq=100, track=True, runs_dir=tmp_path
+        ),
         env_extra={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_PROJECT": "unit-test"},
     )
     assert res.returncode == 0, res.stderr
@@ -420,7 +269,7 @@ def test_unknown_env_id_lists_short_names(minari_root):
 
 def test_dataset_not_found_offline(minari_root):
     res = run_script(
-        ["--env-id", "halfcheetah-medium", "--no-compile"], env_extra={"HF_HUB_OFFLINE": "1"}
+        flags(env_id="halfcheetah-medium", compile=False), env_extra={"HF_HUB_OFFLINE": "1"}
     )
     assert res.returncode == 1
     assert "mujoco/halfcheetah/medium-v0" in res.stderr and "not available locally" in res.stderr
@@ -435,20 +284,14 @@ def test_nan_loss_stops_run_and_names_it(minari_root, tmp_path):
     for pretrain, name in ((0, "losses/critic_td"), (200, "losses/critic_mc")):
         res = run_script(
             TINY
-            + [
-                "--total-timesteps",
-                "400",
-                "--pretrain-steps",
-                str(pretrain),
-                "--learning-rate",
-                "1e30",
-                "--log-freq",
-                "20",
-                "--eval-freq",
-                "200",
-                "--runs-dir",
-                str(tmp_path),
-            ]
+            + flags(
+                total_timesteps=400,
+                pretrain_steps=pretrain,
+                learning_rate="1e30",
+                log_freq=20,
+                eval_freq=200,
+                runs_dir=tmp_path,
+            )
         )
         assert res.returncode == 1
         phase = "pretrain" if pretrain else "finetune"
@@ -460,7 +303,7 @@ def test_nan_loss_stops_run_and_names_it(minari_root, tmp_path):
 
 
 def test_bad_arguments_are_named(minari_root):
-    res = run_script(["--td-lambda", "2", "--eval-freq", "0"])
+    res = run_script(flags(td_lambda=2, eval_freq=0))
     assert res.returncode == 1
     assert (
         "--td-lambda must be in [0, 1]" in res.stderr
@@ -470,58 +313,35 @@ def test_bad_arguments_are_named(minari_root):
 
 def test_every_option_runs(minari_root, tmp_path):
     """Each non-default value of every flag, across two runs, reaches config.json and the run finishes."""
-    first = [
-        "--env-id",
-        "local/hopper/random-v0",
-        "--seed",
-        "2",
-        "--final-episodes",
-        "3",
-        "--exp-name",
-        "opts",
-        "--total-timesteps",
-        "300",
-        "--pretrain-steps",
-        "200",
-        "--pretrain-mode",
-        "both",
-        "--batch-size",
-        "32",
-        "--gamma",
-        "0.95",
-        "--tau",
-        "0.01",
-        "--learning-rate",
-        "1e-3",
-        "--hidden-dims",
-        "16",
-        "24",
-        "--no-actor-layernorm",
-        "--no-critic-layernorm",
-        "--td-lambda",
-        "0.5",
-        "--mc-tail",
-        "none",
-        "--pretrain-cql-weight",
-        "1.0",
-        "--alpha",
-        "3.0",
-        "--policy-frequency",
-        "1",
-        "--eval-freq",
-        "150",
-        "--eval-episodes",
-        "1",
-        "--eval-protocol",
-        "paper",
-        "--log-freq",
-        "10",
-        "--mc-max-target",
-        "--no-compile",
-        "--bf16",
-        "--runs-dir",
-        str(tmp_path),
-    ]
+    first = flags(
+        env_id="local/hopper/random-v0",
+        seed=2,
+        final_episodes=3,
+        exp_name="opts",
+        total_timesteps=300,
+        pretrain_steps=200,
+        pretrain_mode="both",
+        batch_size=32,
+        gamma=0.95,
+        tau=0.01,
+        learning_rate="1e-3",
+        hidden_dims=(16, 24),
+        actor_layernorm=False,
+        critic_layernorm=False,
+        td_lambda=0.5,
+        mc_tail="none",
+        pretrain_cql_weight=1.0,
+        alpha=3.0,
+        policy_frequency=1,
+        eval_freq=150,
+        eval_episodes=1,
+        eval_protocol="paper",
+        log_freq=10,
+        mc_max_target=True,
+        compile=False,
+        bf16=True,
+        runs_dir=tmp_path,
+    )
     res = run_script(first)
     assert res.returncode == 0, res.stderr
     run_dir = run_dir_of(res.stdout)
@@ -550,20 +370,14 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
     assert res.returncode == 0, res.stderr
     res = run_script(
         TINY[2:]
-        + [
-            "--env-id",
-            "pen-random",
-            "--eval-protocol",
-            "paper",
-            "--total-timesteps",
-            "100",
-            "--pretrain-steps",
-            "50",
-            "--eval-freq",
-            "100",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        + flags(
+            env_id="pen-random",
+            eval_protocol="paper",
+            total_timesteps=100,
+            pretrain_steps=50,
+            eval_freq=100,
+            runs_dir=tmp_path,
+        ),
         env_extra={"MINARI_DATASETS_PATH": root},
     )
     assert res.returncode == 0, res.stderr
@@ -579,19 +393,13 @@ def test_adroit_random_dataset_with_paper_protocol(tmp_path):
 def test_score_window_and_task_defaults(minari_root, tmp_path):
     res = run_script(
         TINY
-        + [
-            "--total-timesteps",
-            "300",
-            "--pretrain-steps",
-            "100",
-            "--eval-freq",
-            "100",
-            "--score-window",
-            "200",
-            "300",
-            "--runs-dir",
-            str(tmp_path),
-        ]
+        + flags(
+            total_timesteps=300,
+            pretrain_steps=100,
+            eval_freq=100,
+            score_window=(200, 300),
+            runs_dir=tmp_path,
+        )
     )
     assert res.returncode == 0, res.stderr
     assert (

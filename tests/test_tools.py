@@ -3,23 +3,12 @@
 import re
 
 import pytest
-from conftest import run_script
+from conftest import flags, run_script
 
 
 def test_reference_edac():
     res = run_script(
-        [
-            "--algo",
-            "edac",
-            "--num-critics",
-            "2",
-            "--steps",
-            "1",
-            "--obs-dim",
-            "3",
-            "--act-dim",
-            "2",
-        ],
+        flags(algo="edac", num_critics=2, steps=1, obs_dim=3, act_dim=2),
         script="tools/speed_reference.py",
     )
     assert res.returncode == 0, res.stderr
@@ -27,19 +16,8 @@ def test_reference_edac():
         r"CORL-structured EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), finetune: [\d.]+ updates/s",
         res.stdout,
     )
-    flags = [
-        "--algo",
-        "edac",
-        "--num-critics",
-        "2",
-        "--steps",
-        "1",
-        "--obs-dim",
-        "3",
-        "--act-dim",
-        "2",
-    ]
-    res = run_script([*flags, "--phase", "pretrain"], script="tools/speed_reference.py")
+    edac = flags(algo="edac", num_critics=2, steps=1, obs_dim=3, act_dim=2, phase="pretrain")
+    res = run_script(edac, script="tools/speed_reference.py")
     assert res.returncode == 0, res.stderr
     assert re.search(
         r"EDAC \(N=2, no LayerNorm, 256x3, eager fp32\), pretrain: [\d.]+ updates/s", res.stdout
@@ -47,9 +25,9 @@ def test_reference_edac():
 
 
 def test_reference_td3bc_with_and_without_layernorm():
-    for flags, name in (([], "no LayerNorm"), (["--layernorm"], "LayerNorm")):
+    for extra, name in (([], "no LayerNorm"), (["--layernorm"], "LayerNorm")):
         res = run_script(
-            ["--algo", "td3bc", "--steps", "3", *flags], script="tools/speed_reference.py"
+            ["--algo", "td3bc", "--steps", "3", *extra], script="tools/speed_reference.py"
         )
         assert res.returncode == 0, res.stderr
         assert re.search(
@@ -57,7 +35,7 @@ def test_reference_td3bc_with_and_without_layernorm():
             res.stdout,
         )
     res = run_script(
-        ["--algo", "td3bc", "--steps", "3", "--layernorm", "--phase", "pretrain"],
+        flags(algo="td3bc", steps=3, layernorm=True, phase="pretrain"),
         script="tools/speed_reference.py",
     )
     assert res.returncode == 0, res.stderr
@@ -147,21 +125,9 @@ def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
         ("td3bc_pretrain.py", []),
         ("edac_pretrain.py", ["--num-critics", "2"]),
     ):
-        flags = [
-            *TINY,
-            *extra,
-            "--total-timesteps",
-            "30",
-            "--pretrain-steps",
-            "10",
-            "--eval-freq",
-            "30",
-            "--eval-episodes",
-            "1",
-        ]
-        res = run_script(
-            [*flags, "--save-model", "--runs-dir", str(tmp_path / script)], script=script
-        )
+        common = flags(total_timesteps=30, pretrain_steps=10, eval_freq=30, eval_episodes=1)
+        common += flags(save_model=True, runs_dir=tmp_path / script)
+        res = run_script([*TINY, *extra, *common], script=script)
         assert res.returncode == 0, res.stderr
         run_dir = run_dir_of(res.stdout)
         recorded = float(

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from conftest import TINY, run_script
+from conftest import TINY, flags, run_script
 
 import utils
 
@@ -192,7 +192,7 @@ def test_corrupt_downloaded_dataset_says_download_again(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bad_input_is_one_error_line_without_traceback(script, minari_root, tmp_path):
-    res = run_script(TINY + ["--learning-rate", "-1", "--batch-size", "0"], script=f"{script}.py")
+    res = run_script(TINY + flags(learning_rate=-1, batch_size=0), script=f"{script}.py")
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert (
@@ -212,7 +212,7 @@ def test_a_live_run_refuses_a_second_writer(minari_root, tmp_path):
 
     command = [sys.executable, "td3bc_pretrain.py", *TINY, "--total-timesteps", "1000000"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command += ["--save-model", "--runs-dir", str(tmp_path)]
+    command += flags(save_model=True, runs_dir=tmp_path)
     live = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         run_dir = (

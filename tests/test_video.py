@@ -6,7 +6,7 @@ import re
 
 import imageio_ffmpeg
 import pytest
-from conftest import TINY, run_dir_of, run_script
+from conftest import TINY, flags, run_dir_of, run_script
 
 import utils
 
@@ -22,28 +22,11 @@ def frames(path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_capture_video_writes_the_first_episode_of_every_evaluation(script, minari_root, tmp_path):
     extra = ["--num-critics", "2"] if script.startswith("edac") else []
-    flags = [
-        "--total-timesteps",
-        "40",
-        "--pretrain-steps",
-        "20",
-        "--eval-freq",
-        "20",
-        "--eval-episodes",
-        "1",
-    ]
+    common = flags(total_timesteps=40, pretrain_steps=20, eval_freq=20, eval_episodes=1)
     track = ["--track"] if script == "td3bc_pretrain.py" else []
+    video = flags(capture_video=True, save_model=True, runs_dir=tmp_path)
     res = run_script(
-        [
-            *TINY,
-            *extra,
-            *flags,
-            *track,
-            "--capture-video",
-            "--save-model",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        [*TINY, *extra, *common, *track, *video],
         script=script,
         env_extra={"MUJOCO_GL": "egl", "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
@@ -72,16 +55,7 @@ def test_capture_video_writes_the_first_episode_of_every_evaluation(script, mina
 
 def test_no_offscreen_renderer_is_one_error_naming_the_fix(minari_root, tmp_path):
     res = run_script(
-        [
-            *TINY,
-            "--total-timesteps",
-            "20",
-            "--pretrain-steps",
-            "10",
-            "--capture-video",
-            "--runs-dir",
-            str(tmp_path),
-        ],
+        TINY + flags(total_timesteps=20, pretrain_steps=10, capture_video=True, runs_dir=tmp_path),
         env_extra={"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"},
     )
     assert res.returncode == 1 and "Traceback" not in res.stderr
