@@ -70,7 +70,7 @@ case "${1:-}" in
   summarize)
     [ -n "${2:-}" ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT" >&2; exit 2; }
     [ -d "$2/runs" ] || { echo "summarize: no runs/ folder in '$2' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
-    exec python tools/summarize.py "$2/runs" --out "$2" --figure2 --allow-dips 1
+    exec python tools/summarize.py "$2/runs" --out "$2" --figure2 --allow-dips 1 --switch 2000
     ;;
   *) profile="$1"; shift ;;
 esac
@@ -436,4 +436,4 @@ for i in "${!names[@]}"; do
 done
 [ "$dry_run" = 1 ] && exit 0
 wait
-python tools/summarize.py "$out/runs" --out "$out" --figure2 --allow-dips 1
+python tools/summarize.py "$out/runs" --out "$out" --figure2 --allow-dips 1 --switch 2000

@@ -545,3 +545,14 @@ def test_a_failed_probe_prints_its_reason_and_stops(minari_root, tmp_path):
         "td3bc_pretrain on hopper-random: probe failed: error: --batch-size must be at least 1"
         in res.stderr
     )
+
+
+def test_switch_table_by_hand(tmp_path):
+    root = str(tmp_path / "runs")
+    write_run(root, "p", 200, 1, [10, 40, 5, 30, 35], [1, 2, 3, 4, 5])  # switch after update 200
+    write_run(root, "s", 0, 1, [0, 0, 10, 20, 20], [1, 2, 3, 4, 5])
+    table = summarize.switch_markdown(summarize.group(summarize.load_runs(root)), span=200)
+    row = "| local/hopper/medium-v0 | td3bc_pretrain | 1 | 200 | 40.0 | 5.0 (300) | 0.12 | 35.0 | 20.0 (1) |"
+    assert table.splitlines()[2:] == [row]  # the scratch run is the floor, not a row
+    table = summarize.switch_markdown(summarize.group(summarize.load_runs(root)), span=1)
+    assert "| 40.0 | 5.0 (300) |" in table  # at least the first evaluation after the switch

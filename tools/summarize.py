@@ -25,7 +25,10 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
   stratified-bootstrap 95% CIs of the final and window scores, the probability of improvement
   P(pretrained > scratch) with its CI, and IQM curves over updates (figure2_iqm.png). The final
   score of a run is its --final-episodes mean where it wrote final_returns.csv, else its last
-  evaluation. A panel with fewer seeds than the grid's says which."""
+  evaluation. A panel with fewer seeds than the grid's says which.
+- --switch SPAN: per pretrained run, the score at the switch to RL, the lowest in the SPAN updates
+  after it and its share of the switch score ("kept"), the final score, and the panel's scratch
+  final (the floor)."""
 
 import argparse
 import csv
@@ -186,6 +189,34 @@ def efficiency(groups, dips=0):
             "sustained_wall_ratio": ratio(swp, sws),
         }
     return out
+
+
+def switch_markdown(groups, span):
+    """--switch SPAN: does the pretrained score carry over the switch to RL? Per pretrained run:
+    its score at the switch (the last evaluation of pretraining), the lowest in the SPAN updates
+    after it (at least the first evaluation after) and where, that low as a share of the switch
+    score, its final score; beside it the scratch runs' mean final score (the floor)."""
+    lines = [
+        f"| dataset | algorithm | seed | switch | at the switch | lowest in the next {span} "
+        "(update) | kept | final | scratch final (seeds) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (dataset, algorithm, pretrained), runs in sorted(groups.items()):
+        scratch = groups.get((dataset, algorithm, False), []) if pretrained else []
+        floor = f"{np.mean([r['final'] for r in scratch]):.1f} ({len(scratch)})" if scratch else "-"
+        for run in sorted(runs, key=lambda r: r["seed"]) if pretrained else []:
+            switch, update, score = run["pretrain_steps"], run["update"], run["score"]
+            if not (update <= switch).any() or not (update > switch).any():
+                continue
+            first = update[update > switch][0]  # at least the first evaluation after the switch
+            after = (update > switch) & (update <= max(switch + span, first))
+            at = score[update <= switch][-1]
+            low = int(np.argmin(np.where(after, score, np.inf)))
+            kept = f"{score[low] / at:.2f}" if at > 0 else "n/a"
+            cells = [dataset, algorithm, run["seed"], switch, f"{at:.1f}"]
+            cells += [f"{score[low]:.1f} ({update[low]})", kept, f"{run['final']:.1f}", floor]
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
 
 
 def fmt(mean, std):
@@ -725,6 +756,14 @@ def main(argv=None):
         "(default: each run's own --score-window, n/a where it has none)",
     )
     parser.add_argument(
+        "--switch",
+        type=int,
+        default=None,
+        metavar="SPAN",
+        help="also the switch table: each pretrained run's score at the switch and its lowest "
+        "in the SPAN updates after",
+    )
+    parser.add_argument(
         "--allow-dips",
         type=int,
         default=0,
@@ -752,6 +791,8 @@ def main(argv=None):
     if args.figure2:
         reached = reach(groups, dips=args.allow_dips)
         table += "\n\n" + figure2_markdown(groups, reached, rliable_summary(groups, args.reps))
+    if args.switch:
+        table += "\n\n" + switch_markdown(groups, args.switch)
     print(table)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
