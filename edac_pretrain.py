@@ -39,7 +39,7 @@ class Args:
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """pretrain the actor (soft BC), the critics (soft returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (None: twice the fixed default)"""
+    """auto: at most this many pretraining updates (None: 2x the fixed length)"""
     actor_pretrain_fraction: float = 0.5
     """share of the pretraining updates spent on soft BC; the rest fits the critics"""
     batch_size: int = 256
@@ -61,7 +61,7 @@ class Args:
     mc_tail: Literal["geometric", "none"] = "geometric"
     """return after a truncated last step: geometric repeats it forever, none adds nothing"""
     num_critics: Optional[int] = None
-    """ensemble size N (default by task: hopper 50, pen 20, door/hammer/relocate 50, else 10)"""
+    """ensemble size N (None: hopper 50, pen 20, door/hammer/relocate 50, else 10)"""
     eta: Optional[float] = None
     """weight of the diversity term (None: 1; pen-human 1000, pen-cloned 10, Adroit 200)"""
     eval_freq: int = 5000

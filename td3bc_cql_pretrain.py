@@ -42,7 +42,7 @@ class Args:
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """pretrain the actor (BC), the critics (MC returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (None: twice the fixed default)"""
+    """auto: at most this many pretraining updates (None: 2x the fixed length)"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99
@@ -66,7 +66,7 @@ class Args:
     pretrain_cql_weight: Optional[float] = None
     """weight of the CQL term in critic pretraining, by eq. 21 (None: --cql-weight)"""
     cql_weight: Optional[float] = None
-    """weight of the CQL term in finetuning, combined by eq. 21 (Table 3: pen 1, else 10)"""
+    """weight of the CQL term in finetuning, combined by eq. 21 (None: Table 3's pen 1, else 10)"""
     alpha: Optional[float] = None
     """TD3+BC alpha (None: hopper 10, halfcheetah 20, walker2d 5, pen 1, Adroit 0.1)"""
     policy_frequency: int = 2

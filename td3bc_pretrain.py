@@ -38,7 +38,7 @@ class Args:
     pretrain_mode: Literal["both", "actor", "critic"] = "both"
     """pretrain the actor (BC), the critics (MC returns) or both (Appendix C)"""
     pretrain_max_steps: Optional[int] = None
-    """auto: at most this many pretraining updates (None: twice the fixed default)"""
+    """auto: at most this many pretraining updates (None: 2x the fixed length)"""
     batch_size: int = 256
     """transitions per gradient update"""
     gamma: float = 0.99

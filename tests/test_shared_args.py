@@ -60,6 +60,9 @@ def test_every_field_has_a_docstring(script):
             assert doc and following.value.value.strip(), (
                 f"{script}: {item.target.id} has no docstring"
             )
+            # --help appends "(default: ...)" itself: a second one in the text would be a
+            # second default; a task-dependent default is said as "(None: ...)"
+            assert "default" not in following.value.value, (script, item.target.id)
 
 
 def test_td_lambda_task_defaults_per_script():
