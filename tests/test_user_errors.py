@@ -210,7 +210,8 @@ def test_a_live_run_refuses_a_second_writer(minari_root, tmp_path):
 
     from conftest import ROOT
 
-    command = [sys.executable, "td3bc_pretrain.py", *TINY, "--total-timesteps", "1000000"]
+    long_run = flags(total_timesteps=10**6, eval_freq=10**6)  # no checkpoint before the kill
+    command = [sys.executable, "td3bc_pretrain.py", *TINY, *long_run]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command += flags(save_model=True, runs_dir=tmp_path)
     live = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
