@@ -75,6 +75,16 @@ def run_dir_of(stdout):
     )
 
 
+def run_main(module, tmp_path, **overrides):
+    """A script's main() in this process on the tiny dataset (no compile, one evaluation episode,
+    no final evaluation, small networks; EDAC: 2 critics); `overrides` win. Returns the run dir."""
+    tiny = dict(env_id="hopper-random", compile=False, final_episodes=0, eval_episodes=1)
+    tiny.update(runs_dir=str(tmp_path), batch_size=32, hidden_dims=(16, 16))
+    if "edac" in module.__name__:
+        tiny["num_critics"] = 2
+    return module.main(module.Args(**{**tiny, **overrides}))
+
+
 def flags(**values) -> list:
     """Keyword arguments as a command line: total_timesteps=300 -> --total-timesteps 300,
     save_model=True -> --save-model, compile=False -> --no-compile, hidden_dims=(8, 8) -> 8 8."""

@@ -5,8 +5,8 @@ import csv
 import importlib
 import json
 import os
-from dataclasses import replace
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -56,21 +56,8 @@ def test_plateau_noise_uses_the_best_so_far_and_history_resumes():
         utils.Plateau(0.01, 3).update(float("nan"))
 
 
-def run_main(module, tmp_path, **overrides):
-    args = module.Args(
-        env_id="hopper-random",
-        compile=False,
-        final_episodes=0,
-        runs_dir=str(tmp_path),
-        eval_episodes=1,
-        batch_size=32,
-        hidden_dims=(16, 16),
-        log_freq=50,
-        pretrain_steps="auto",
-    )
-    if "edac" in module.__name__:
-        args = replace(args, num_critics=2)
-    return module.main(replace(args, **overrides))
+def run_main(module, tmp_path, **overrides):  # auto, its losses checked every 50 updates
+    return conftest.run_main(module, tmp_path, log_freq=50, pretrain_steps="auto", **overrides)
 
 
 def rule(monkeypatch, tol, patience):

@@ -5,8 +5,8 @@ critic-pretraining MSE averaged over members, update order alpha -> actor -> cri
 import importlib
 import json
 import os
-from dataclasses import replace
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -17,18 +17,9 @@ EDAC_MODULES = [MODULES["edac_pretrain"], MODULES["edac_bc_pretrain"]]
 LOW, HIGH = -np.ones(1, np.float32), np.ones(1, np.float32)
 
 
-def run_main(module, tmp_path, **overrides):
-    args = module.Args(
-        env_id="hopper-random",
-        compile=False,
-        final_episodes=0,
-        runs_dir=str(tmp_path),
-        eval_episodes=1,
-        batch_size=32,
-    )
-    if module in EDAC_MODULES:
-        args = replace(args, num_critics=3)
-    return module.main(replace(args, **overrides))
+def run_main(module, tmp_path, **overrides):  # EDAC: 3 critics
+    critics = {"num_critics": 3} if module in EDAC_MODULES else {}
+    return conftest.run_main(module, tmp_path, **{**critics, **overrides})
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

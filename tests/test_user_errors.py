@@ -6,6 +6,7 @@ import os
 import shutil
 from dataclasses import asdict
 
+import conftest
 import numpy as np
 import pytest
 from conftest import TINY, flags, run_script
@@ -16,21 +17,11 @@ SCRIPTS = ["td3bc_pretrain", "edac_pretrain", "td3bc_cql_pretrain", "edac_bc_pre
 MODULES = {name: importlib.import_module(name) for name in SCRIPTS}
 
 
-def run_main(module, tmp_path, **overrides):
-    args = module.Args(
-        env_id="hopper-random",
-        compile=False,
-        final_episodes=0,
-        runs_dir=str(tmp_path / "runs"),
-        total_timesteps=100,
-        pretrain_steps=50,
-        eval_freq=100,
-        eval_episodes=1,
-        hidden_dims=(8, 8),
+def run_main(module, tmp_path, **overrides):  # 50 + 50 updates, one evaluation
+    budget = dict(
+        total_timesteps=100, pretrain_steps=50, eval_freq=100, runs_dir=str(tmp_path / "runs")
     )
-    from dataclasses import replace
-
-    return module.main(replace(args, **overrides))
+    return conftest.run_main(module, tmp_path, **{**budget, **overrides})
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
