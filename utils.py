@@ -519,12 +519,15 @@ def read_config(path: str, args_cls, script=None):
     fields = set(args_cls.__dataclass_fields__)
     unknown = ", ".join(sorted(set(config) - fields))
     missing = ", ".join(sorted(fields - set(config) - {"resume", "config"}))
-    if script and (unknown or by not in (None, script)):
+    if script and (by not in (None, script) or (unknown and not by)):
         fix = f"python {by} --resume {path}" if by else "the script that wrote it"
         by = by or f"another script (its config has {unknown}, which {script} lacks)"
         raise ConfigError(
             f"{name}: that run was written by {by}, not {script}; resume it with {fix}"
         )
+    if script and unknown:  # flags removed since
+        older = f"an older version of {script} wrote it; resume with that version, or start again"
+        raise ConfigError(f"{name}: its config.json has {unknown}, which {script} lacks: {older}")
     if unknown:
         raise ConfigError(f"{name}: unknown keys {unknown}; see --help")
     if script and missing:

@@ -135,16 +135,43 @@ def test_rollout_replays_the_checkpoints_evaluation(minari_root, tmp_path):
         )
         seed = utils.eval_seeds(1, 1)[0]
         res = run_script(
-            [run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3"],
+            [run_dir, "--episodes", "2", "--seed", str(seed), "--data-episodes", "3", "--q-line"],
             script="tools/rollout.py",
         )
         assert res.returncode == 0, res.stderr
         assert (
             "checkpoint at update 30 (finetune)" in res.stdout
             and "squared distance to the dataset's action" in res.stdout
+            and "the critics' minimum at the dataset's action" in res.stdout
+            and "t=2: " in res.stdout
         )
         returns = [float(m) for m in re.findall(r"episode \d: return (-?[\d.]+)", res.stdout)]
         assert len(returns) == 2 and returns[0] == pytest.approx(recorded, abs=0.5), (
             returns,
             recorded,
         )
+
+
+def test_q_line_walks_from_the_data_action_to_the_actor_action_inside_the_box():
+    """rollout.q_line: t=0 is the critics' minimum at the data's actions, t=1 at the actor's, and a
+    point past the actor's action is clipped to the action box."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, "tools")
+    import rollout
+
+    import edac_pretrain
+
+    torch.manual_seed(0)
+    critic = edac_pretrain.Critic(3, 2, (8, 8), False, 4)
+    obs, data, actor = torch.randn(5, 3), torch.rand(5, 2) - 0.5, torch.rand(5, 2) * 0.9
+    rows = rollout.q_line(critic, obs, data, actor, -torch.ones(2), torch.ones(2), ts=(0, 1, 3))
+    at = lambda a: critic(obs, a)
+    assert [t for t, _, _ in rows] == [0, 1, 3]
+    assert rows[0][1] == pytest.approx(at(data).min(0).values.mean().item())
+    assert rows[1][1] == pytest.approx(at(actor).min(0).values.mean().item())
+    assert rows[1][2] == pytest.approx(at(actor).std(0, correction=0).mean().item())
+    past = (data + 3 * (actor - data)).clamp(-1, 1)
+    assert rows[2][1] == pytest.approx(at(past).min(0).values.mean().item())

@@ -151,6 +151,23 @@ def test_resume_of_another_scripts_run_names_it(reader, tmp_path):
     )
 
 
+def test_resume_of_a_run_with_a_removed_flag_says_an_older_version_wrote_it(tmp_path):
+    """A run of the same script whose config has a flag removed since (EDAC's CQL weights) is an
+    older version's run, not another script's."""
+    config = {
+        **asdict(MODULES["edac_pretrain"].Args()),
+        "cql_weight": 0.0,
+        "script": "edac_pretrain.py",
+    }
+    json.dump(config, open(tmp_path / "config.json", "w"))
+    with pytest.raises(ValueError) as e:
+        utils.read_config(str(tmp_path), MODULES["edac_pretrain"].Args, "edac_pretrain.py")
+    assert str(e.value) == (
+        f"--resume {tmp_path}: its config.json has cql_weight, which edac_pretrain.py lacks: an older "
+        "version of edac_pretrain.py wrote it; resume with that version, or start again"
+    )
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_corrupt_dataset_file_is_named_with_the_fix(script, minari_root, tmp_path, monkeypatch):
     root = tmp_path / "minari"

@@ -4,10 +4,12 @@ evaluation env with the return, the reward of each fifth of the episode and, on 
 step from which the cheetah lies on its back (torso pitch |obs[1]| > 1.5 rad) and whether it got
 up again.
 
-    python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000] [--video]
+    python tools/rollout.py RUN_DIR [--episodes 5] [--seed 1000] [--video] [--q-line]
 
 --video renders the first episode offscreen to RUN_DIR/videos/rollout_update_<N>.mp4
-(MUJOCO_GL=egl).
+(MUJOCO_GL=egl). --q-line: the critics' value along the line from the dataset's action to the
+actor's, a = a_data + t (a_actor - a_data), clipped to the action box: does the critic prefer the
+actor's action, and do its members disagree more off the data (EDAC's only pessimism)?
 
 RUN_DIR: a run directory written with --save-model (its config.json names the script and the
 dataset)."""
@@ -50,6 +52,33 @@ def load_actor(run_dir):
     return actor, ckpt, dataset, args
 
 
+def load_critic(ckpt, dataset, args):
+    """The checkpoint's critics (EDAC's N, TD3+BC's 2), built as the run's script built them."""
+    module = sys.modules[type(args).__module__]
+    obs_dim, act_dim = dataset.observation_space.shape[0], dataset.action_space.shape[0]
+    n = getattr(args, "num_critics", 2)
+    critic = module.Critic(
+        obs_dim, act_dim, args.hidden_dims, args.critic_layernorm, n, bf16=args.bf16
+    )
+    critic.load_state_dict(ckpt["critic"])
+    return critic
+
+
+@torch.no_grad()
+def q_line(critic, obs, data_acts, policy_acts, low, high, ts=(0, 0.25, 0.5, 1, 1.5, 2)):
+    """[(t, the members' minimum, their spread)] at a = a_data + t (a_actor - a_data), clipped to
+    [low, high], each averaged over the states."""
+    obs, data_acts, policy_acts = (
+        torch.as_tensor(x, dtype=torch.float32) for x in (obs, data_acts, policy_acts)
+    )
+    low, high = torch.as_tensor(low), torch.as_tensor(high)
+    rows = []
+    for t in ts:
+        q = critic(obs, torch.clamp(data_acts + t * (policy_acts - data_acts), low, high))
+        rows.append((t, q.min(0).values.mean().item(), q.std(0, correction=0).mean().item()))
+    return rows
+
+
 @torch.no_grad()
 def act(actor, obs):
     """The deterministic action: TD3+BC's actor is deterministic, EDAC's takes tanh of its mean."""
@@ -70,6 +99,9 @@ def main():
     parser.add_argument(
         "--video", action="store_true", help="render the first episode to RUN_DIR/videos"
     )
+    parser.add_argument(
+        "--q-line", action="store_true", help="the critics from the data's action to the actor's"
+    )
     opts = parser.parse_args()
     actor, ckpt, dataset, args = load_actor(opts.run_dir)
     mean, std = np.asarray(ckpt["obs_mean"]), np.asarray(ckpt["obs_std"])
@@ -86,6 +118,14 @@ def main():
     means = [np.array2string(a.mean(0), precision=2) for a in (policy_acts, acts)]
     print(f"on {len(obs)} dataset states: squared distance to the dataset's action {distance:.3f}")
     print(f"mean action {means[0]} (dataset {means[1]})")
+    if opts.q_line:
+        critic = load_critic(ckpt, dataset, args)
+        box = dataset.action_space.low, dataset.action_space.high
+        rows = q_line(critic, (obs - mean) / std, acts, policy_acts, *box)
+        base = rows[0][1]
+        print(f"the critics' minimum at the dataset's action {base:.2f} (spread {rows[0][2]:.2f})")
+        steps = [f"t={t}: {m - base:+.2f} (spread {sd:.2f})" for t, m, sd in rows[1:]]
+        print("toward the actor's action, a_data + t (a_actor - a_data): " + ", ".join(steps))
 
     env = utils.make_eval_envs(dataset, args, 1, render=opts.video).envs[0]  # the evaluation's env
     cheetah = "HalfCheetah" in env.spec.id
