@@ -525,13 +525,12 @@ def read_config(path: str, args_cls, script=None):
         raise ConfigError(
             f"{name}: that run was written by {by}, not {script}; resume it with {fix}"
         )
+    older = f"an older version of {script} wrote it; resume with that version, or start again"
     if script and unknown:  # flags removed since
-        older = f"an older version of {script} wrote it; resume with that version, or start again"
         raise ConfigError(f"{name}: its config.json has {unknown}, which {script} lacks: {older}")
     if unknown:
         raise ConfigError(f"{name}: unknown keys {unknown}; see --help")
     if script and missing:
-        older = f"an older version of {script} wrote it; resume with that version, or start again"
         raise ConfigError(f"{name}: its config.json lacks {missing}: {older}")
     config = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     return args_cls(**config, **({"resume": path} if script else {}))
