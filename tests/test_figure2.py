@@ -254,18 +254,26 @@ def test_reach_is_where_the_curve_stays_not_a_first_touch(tmp_path):
     assert "| 100 (1/1), 0.17 |" in table and "(0 evaluation(s) below it allowed)" in table
 
 
-def test_readme_table_is_the_summary_of_the_tracked_runs(tmp_path, capsys):
-    """README's Figure 2 table is figure2_table.md as `bash benchmark.sh summarize docs/figure2` writes it from
-    the runs tracked in docs/figure2/runs, not typed by hand."""
+@pytest.mark.parametrize(
+    "grid, page",
+    [
+        (("docs", "medium-v1", "figure2"), "README.md"),
+        (("docs", "figure2"), os.path.join("docs", "RESULTS.md")),
+    ],
+)
+def test_tables_are_the_summaries_of_the_tracked_runs(tmp_path, grid, page):
+    """README's Figure 2 table (and RESULTS's of the older grid) is figure2_table.md as `bash benchmark.sh
+    summarize GRID` writes it from the runs tracked in GRID/runs, not typed by hand."""
     out = tmp_path / "out"
     args = flags(out=out, figure2=True, allow_dips=1, plots=False, reps=100)
-    summarize.main([os.path.join(ROOT, "docs", "figure2", "runs"), *args])
+    summarize.main([os.path.join(ROOT, *grid, "runs"), *args])
     table = open(out / "figure2_table.md").read()
-    assert table == open(os.path.join(ROOT, "docs", "figure2", "figure2_table.md")).read()
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert table == open(os.path.join(ROOT, *grid, "figure2_table.md")).read()
+    text = open(os.path.join(ROOT, page)).read()
     start, end = "<!-- figure2_table.md -->\n", "<!-- /figure2_table.md -->"
-    assert readme.count(start) == 1 and readme.count(end) == 1, (
-        "README lost the markers of its Figure 2 table"
+    assert text.count(start) == 1 and text.count(end) == 1, (
+        f"{page} lost the markers of its Figure 2 table"
     )
-    assert readme.split(start)[1].split(end)[0] == table
-    assert "docs/figure2/figure2_updates.png" in readme
+    assert text.split(start)[1].split(end)[0] == table
+    if page == "README.md":
+        assert "/".join(grid) + "/figure2_updates.png" in text
