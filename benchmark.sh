@@ -21,7 +21,9 @@
 #          edac-switch-v1 EDAC at the switch on the same data: N=10 --bf16, 20k pretraining + 20k,
 #                 evaluation every 1k; pretrained seeds BENCH_PRETRAINED_SEEDS (default "2 3"), scratch
 #                 seeds BENCH_SCRATCH_SEEDS (default "1", the floor), EDAC+BC seeds BENCH_REMEDY_SEEDS
-#                 (default "1")
+#                 (default "1"); set to empty, a seed list runs none (BENCH_SCRATCH_SEEDS=
+#                 BENCH_REMEDY_SEEDS= BENCH_PRETRAIN=50000 BENCH_TOTAL=70000: EDAC after the paper's
+#                 50k pretraining alone, in its own BENCH_OUT)
 #          appendix-e-v1 Appendix E: TD3+BC pretrained vs scratch on the runs' replay buffers (default
 #                 local/<task>/medium-replay-v1), 300k updates, 50k pretraining, 1 seed
 #          adroit Table 2's grid (4 scripts x pen/door/hammer/relocate human+cloned, paper protocol,
@@ -107,13 +109,13 @@ case "$profile" in
     ;;
   edac-switch-v1)
     datasets="${BENCH_DATASETS:-local/hopper/medium-v1 local/halfcheetah/medium-v1 local/walker2d/medium-v1}"
-    pretrained_seeds="${BENCH_PRETRAINED_SEEDS:-2 3}"
-    scratch_seeds="${BENCH_SCRATCH_SEEDS:-1}"
+    pretrained_seeds="${BENCH_PRETRAINED_SEEDS-2 3}"
+    scratch_seeds="${BENCH_SCRATCH_SEEDS-1}"
     seeds="$(echo $scratch_seeds $pretrained_seeds | tr ' ' '\n' | sort -un | tr '\n' ' ')"
     scripts="edac_pretrain"
     common=""
     remedy=edac_bc_pretrain
-    remedy_seeds="${BENCH_REMEDY_SEEDS:-1}"
+    remedy_seeds="${BENCH_REMEDY_SEEDS-1}"
     ;;
   appendix-e-v1)
     datasets="${BENCH_DATASETS:-local/hopper/medium-replay-v1 local/halfcheetah/medium-replay-v1 local/walker2d/medium-replay-v1}"
@@ -333,8 +335,8 @@ if [ -n "$task" ]; then  # one run of the grid, in the foreground (a SLURM array
   exit 0
 fi
 
-grid="${scripts:+scripts: $scripts; seeds: pretrained $pretrained_seeds, scratch $scratch_seeds}"
-[ -n "$remedy" ] && grid="${grid:+$grid; }$remedy: seeds $remedy_seeds, pretrained only"
+grid="${scripts:+scripts: $scripts; seeds: pretrained ${pretrained_seeds:-none}, scratch ${scratch_seeds:-none}}"
+[ -n "$remedy" ] && grid="${grid:+$grid; }$remedy: seeds ${remedy_seeds:-none}, pretrained only"
 echo "grid: profile $profile; datasets: $datasets; $grid"
 echo "runs: $count ($launcher launcher; output in $out)"
 

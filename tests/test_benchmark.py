@@ -187,7 +187,7 @@ def test_figure2_profile_budgets():
 def test_the_d4rl_made_data_profiles():
     """figure2-v1: TD3+BC at the authors' budgets (hopper, walker2d 500k; halfcheetah 300k), 3 seeds
     x {pretrained, scratch}; edac-switch-v1: EDAC 20k + 20k, pretrained seeds 2 3, scratch seed 1,
-    EDAC+BC seed 1; appendix-e-v1: the medium-replay sets, 300k, 1 seed each way."""
+    EDAC+BC seed 1 (an empty seed list runs none); appendix-e-v1: the medium-replay sets, 300k, 1 seed each way."""
     runs = lambda res: [x for x in res.stdout.splitlines() if x.startswith("would run:")]
     lines = runs(bench("figure2-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x"}))
     assert len(lines) == 18 and all(
@@ -213,6 +213,13 @@ def test_the_d4rl_made_data_profiles():
     assert len(remedy) == 3 and all(
         "--seed 1 " in x and "--pretrain-steps 20000" in x for x in remedy
     )
+    arm = {"BENCH_SCRATCH_SEEDS": "", "BENCH_REMEDY_SEEDS": "", "BENCH_PRETRAIN": "50000"}
+    res = bench("edac-switch-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x", **arm})
+    lines = runs(res)
+    assert len(lines) == 6 and all(
+        "edac_pretrain.py" in x and "--pretrain-steps 50000" in x for x in lines
+    )
+    assert "seeds: pretrained 2 3, scratch none; edac_bc_pretrain: seeds none," in res.stdout
     lines = runs(bench("appendix-e-v1", "--dry-run", env={"BENCH_OUT": "/tmp/x"}))
     assert len(lines) == 6 and all(
         "medium-replay-v1" in x and "--total-timesteps 300000" in x for x in lines
