@@ -4,8 +4,9 @@
 #   bash benchmark.sh [PROFILE] [--dry-run]       run a grid here (PROFILE defaults to paper)
 #   BENCH_LAUNCHER=slurm bash benchmark.sh PROFILE [--dry-run]
 #                                                  submit the grid as one SLURM array job
-#   bash benchmark.sh summarize BENCH_OUT           table, plots, Figure 2 and rliable aggregates of a grid
-#                                                  (reach: where a curve stays above, one evaluation's dip allowed)
+#   bash benchmark.sh summarize BENCH_OUT [MORE ...] table, plots, Figure 2 and rliable aggregates of a grid
+#                                                  (reach: where a curve stays above, one evaluation's dip allowed),
+#                                                  written to BENCH_OUT; MORE grids' runs join it (one figure)
 #
 # PROFILE: paper  the paper's MuJoCo experiment (hopper/halfcheetah/walker2d medium, TD3+BC and
 #                 EDAC, pretrained vs scratch, 3 seeds, 1M updates, 50k pretraining)
@@ -70,9 +71,14 @@ profiles="paper|figure2|figure2-v1|edac-switch-v1|appendix-e-v1|adroit|quick|spe
 case "${1:-}" in
   ""|--dry-run) ;;
   summarize)
-    [ -n "${2:-}" ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT" >&2; exit 2; }
-    [ -d "$2/runs" ] || { echo "summarize: no runs/ folder in '$2' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
-    exec python tools/summarize.py "$2/runs" --out "$2" --figure2 --allow-dips 1 --switch 2000
+    shift
+    [ $# -gt 0 ] || { echo "usage: bash benchmark.sh summarize BENCH_OUT [MORE_BENCH_OUT ...]" >&2; exit 2; }
+    roots=()
+    for out in "$@"; do
+      [ -d "$out/runs" ] || { echo "summarize: no runs/ folder in '$out' (pass the BENCH_OUT of a grid)" >&2; exit 2; }
+      roots+=("$out/runs")
+    done
+    exec python tools/summarize.py "${roots[@]}" --out "$1" --figure2 --allow-dips 1 --switch 2000
     ;;
   *) profile="$1"; shift ;;
 esac

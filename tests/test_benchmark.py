@@ -14,12 +14,14 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import summarize  # noqa: E402
 
 
-def write_run(root, name, pretrain_steps, seed, scores, walls, window=(200, 300)):
+def write_run(
+    root, name, pretrain_steps, seed, scores, walls, window=(200, 300), algo="td3bc_pretrain"
+):
     run_dir = os.path.join(root, name, "run")
     os.makedirs(run_dir)
     config = {
         "env_id": "local/hopper/medium-v0",
-        "exp_name": "td3bc_pretrain",
+        "exp_name": algo,
         "pretrain_steps": pretrain_steps,
         "seed": seed,
         "score_window": list(window),
@@ -78,6 +80,31 @@ def test_together_plot(synthetic, tmp_path):
 def test_summarize_without_runs_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no finished runs"):
         summarize.main([str(tmp_path)])
+
+
+def test_two_grids_are_summarized_as_one_and_overlaps_refused(synthetic, tmp_path):
+    """Figure 2's rows from two profiles (TD3+BC's grid, EDAC's): `benchmark.sh summarize A B`
+    writes one table and one figure to A from both grids' runs; a run in both is refused."""
+    edac = tmp_path / "edac"
+    write_run(str(edac / "runs"), "s1", 0, 1, [0, 5, 10, 20], [1, 2, 3, 4], algo="edac_pretrain")
+    write_run(
+        str(edac / "runs"), "p1", 200, 1, [10, 20, 20, 20], [1, 2, 3, 4], algo="edac_pretrain"
+    )
+    grid = tmp_path  # synthetic is tmp_path / "runs": a grid's BENCH_OUT
+    res = bench("summarize", str(grid), str(edac))
+    assert res.returncode == 0, res.stderr
+    table = open(grid / "figure2_table.md").read().splitlines()
+    assert [line.split(" | ")[1] for line in table[2:]] == ["td3bc_pretrain", "edac_pretrain"]
+    assert "20.0 / 20.0 | 1 / 1 |" in table[3]  # EDAC's row from the second grid's runs alone
+    assert not os.path.exists(edac / "figure2_table.md")  # written to the first grid only
+    assert os.path.getsize(grid / "figure2_updates.png") > 1000
+    write_run(str(edac / "runs"), "copy", 5000, 1, [10, 40, 40, 40], [1, 2, 3, 4])
+    with pytest.raises(
+        SystemExit, match="two finished runs of local/hopper/medium-v0 td3bc_pretrain"
+    ):
+        summarize.main([synthetic, str(edac / "runs"), "--no-plots"])
+    res = bench("summarize", str(grid), str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "no runs/ folder in" in res.stderr
 
 
 def bench(*args, env=None, timeout=1800):

@@ -94,6 +94,22 @@ def in_progress(root):
     return sorted(d for d in dirs if not os.path.exists(os.path.join(d, "summary.csv")))
 
 
+def duplicates(runs):
+    """The first arm and seed with two finished runs (a grid summarized with a copy of its runs, or
+    two pretraining lengths in one arm), or None."""
+    seen = {}
+    for run in runs:
+        key = (run["dataset"], run["algorithm"], run["pretrained"], run["seed"])
+        if key in seen:
+            arm = "pretrained" if key[2] else "scratch"
+            return (
+                f"two finished runs of {key[0]} {key[1]} {arm} seed {key[3]}: "
+                f"{seen[key]} and {run['run_dir']}"
+            )
+        seen[key] = run["run_dir"]
+    return None
+
+
 BASE = {
     "edac_bc_pretrain": "edac_pretrain",
     "td3bc_cql_pretrain": "td3bc_pretrain",
@@ -734,7 +750,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("root", help="folder holding the run directories (searched recursively)")
+    parser.add_argument(
+        "root",
+        nargs="+",
+        help="folder(s) holding the run directories (searched recursively); several grids are "
+        "summarized as one (Figure 2's TD3+BC and EDAC rows from two profiles)",
+    )
     parser.add_argument(
         "--out", default=None, help="write summary.md and PNG plots here (default: print only)"
     )
@@ -776,7 +797,8 @@ def main(argv=None):
         parser.error(f"--allow-dips must be >= 0 (got {args.allow_dips})")
     if args.window and not 0 <= args.window[0] <= args.window[1]:
         parser.error(f"--window needs 0 <= START <= END (got {args.window[0]} {args.window[1]})")
-    runs, unfinished = load_runs(args.root, args.window), in_progress(args.root)
+    runs = [run for root in args.root for run in load_runs(root, args.window)]
+    unfinished = [d for root in args.root for d in in_progress(root)]
     if unfinished:
         print(
             f"not finished, left out ({len(unfinished)}): "
@@ -784,7 +806,13 @@ def main(argv=None):
         )
     if not runs:
         raise SystemExit(
-            f"error: no finished runs (config.json, eval.csv and summary.csv) under {args.root}"
+            "error: no finished runs (config.json, eval.csv and summary.csv) under "
+            + ", ".join(args.root)
+        )
+    twice = duplicates(runs)
+    if twice:
+        raise SystemExit(
+            f"error: {twice} (summarize one of them: pass folders that do not overlap)"
         )
     groups = group(runs)
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
