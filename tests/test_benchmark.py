@@ -98,6 +98,9 @@ def test_two_grids_are_summarized_as_one_and_overlaps_refused(synthetic, tmp_pat
     assert "20.0 / 20.0 | 1 / 1 |" in table[3]  # EDAC's row from the second grid's runs alone
     assert not os.path.exists(edac / "figure2_table.md")  # written to the first grid only
     assert os.path.getsize(grid / "figure2_updates.png") > 1000
+    one = [str(edac / "runs" / "s1"), "--figure2", "--allow-dips", "1", "--reps", "10"]
+    summarize.main([*one, "--no-plots", "--out", str(tmp_path / "one")])  # a scratch run alone
+    assert "(1 evaluation(s) below it allowed)" in open(tmp_path / "one" / "summary.md").read()
     write_run(str(edac / "runs"), "copy", 5000, 1, [10, 40, 40, 40], [1, 2, 3, 4])
     with pytest.raises(
         SystemExit, match="two finished runs of local/hopper/medium-v0 td3bc_pretrain"

@@ -539,8 +539,7 @@ def claim(row, f=0.9):
     return f"{verdict}: {u:.2f} of the updates, {w:.2f} of the wall-clock"
 
 
-def figure2_markdown(groups, reached, aggregate):
-    dips = next(iter(reached.values()))["dips"] if reached else 0
+def figure2_markdown(groups, reached, aggregate, dips=0):
     lines = [
         f"Reach: the updates and wall-clock from which a seed's curve stays at or above 90% "
         f"(95%) of the scratch seeds' mean final score to the end ({dips} evaluation(s) below "
@@ -818,7 +817,9 @@ def main(argv=None):
     table = markdown(groups, efficiency(groups, args.allow_dips), args.allow_dips)
     if args.figure2:
         reached = reach(groups, dips=args.allow_dips)
-        table += "\n\n" + figure2_markdown(groups, reached, rliable_summary(groups, args.reps))
+        table += "\n\n" + figure2_markdown(
+            groups, reached, rliable_summary(groups, args.reps), args.allow_dips
+        )
     if args.switch:
         table += "\n\n" + switch_markdown(groups, args.switch)
     print(table)
