@@ -255,18 +255,19 @@ def test_reach_is_where_the_curve_stays_not_a_first_touch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "grid, page",
+    "grids, page",
     [
-        (("docs", "medium-v1", "figure2"), "README.md"),
-        (("docs", "figure2"), os.path.join("docs", "RESULTS.md")),
+        ((("docs", "medium-v1", "figure2"), ("docs", "medium-v1", "edac-switch")), "README.md"),
+        ((("docs", "figure2"),), os.path.join("docs", "RESULTS.md")),
     ],
 )
-def test_tables_are_the_summaries_of_the_tracked_runs(tmp_path, grid, page):
+def test_tables_are_the_summaries_of_the_tracked_runs(tmp_path, grids, page):
     """README's Figure 2 table (and RESULTS's of the older grid) is figure2_table.md as `bash benchmark.sh
-    summarize GRID` writes it from the runs tracked in GRID/runs, not typed by hand."""
-    out = tmp_path / "out"
+    summarize GRID [MORE]` writes it to GRID from the runs tracked in each grid's runs/, not typed by
+    hand (README's: the TD3+BC row's grid and the EDAC row's)."""
+    out, grid = tmp_path / "out", grids[0]
     args = flags(out=out, figure2=True, allow_dips=1, plots=False, reps=100)
-    summarize.main([os.path.join(ROOT, *grid, "runs"), *args])
+    summarize.main([*(os.path.join(ROOT, *g, "runs") for g in grids), *args])
     table = open(out / "figure2_table.md").read()
     assert table == open(os.path.join(ROOT, *grid, "figure2_table.md")).read()
     text = open(os.path.join(ROOT, page)).read()
