@@ -417,7 +417,7 @@ def reach(groups, fractions=(0.9, 0.95), dips=0):
             continue
         target = float(np.mean([r["final"] for r in scratch]))
         u_s, m_s, _, _ = mean_curve(scratch)
-        row = {"scratch_final": target, "scratch_plateaued": plateaued(u_s, m_s), "dips": dips}
+        row = {"scratch_final": target, "scratch_plateaued": plateaued(u_s, m_s)}
         for f in fractions:
             for how, when in (("", partial(first_sustained, dips=dips)), ("first_", first_reach)):
                 for name, variant in (("pretrained", runs), ("scratch", scratch)):
