@@ -139,6 +139,23 @@ def test_figure2_command_writes_the_figures(tmp_path):
     assert "P(pretrained > scratch)" in table
 
 
+def test_panel_y_axis_spans_the_seeds_not_a_two_seed_band(tmp_path, monkeypatch):
+    """Two pretrained seeds 0 and 100 at one evaluation give a t-band of about +-640 there; the panel's y-axis spans
+    the seeds' scores (0..100 plus a margin), so the curves stay readable."""
+    write_run(tmp_path, "a/x-v0", "algo", True, 1, [40, 0, 45, 50])
+    write_run(tmp_path, "a/x-v0", "algo", True, 2, [40, 100, 45, 50])
+    write_run(tmp_path, "a/x-v0", "algo", False, 1, [10, 20, 30, 50])
+    limits = []
+    save = summarize.save
+    monkeypatch.setattr(
+        summarize, "save", lambda fig, *a: limits.append(fig.axes[0].get_ylim()) or save(fig, *a)
+    )
+    os.makedirs(tmp_path / "out")
+    summarize.plot_figure2(groups_of(tmp_path), str(tmp_path / "out"))
+    low, high = limits[0]  # figure2_updates.png; [1] the wall-clock one
+    assert -7 < low < 0 and 100 < high < 107 and limits[1] == limits[0]
+
+
 def test_claim_verdict_per_panel(tmp_path):
     """The paper's claim (< 1/2 of the updates and wall-clock to 90% of scratch's final) per panel: holds where
     pretrained gets there in 250/600 updates; not where it needs 500/600; not where a pretrained seed never does."""

@@ -16,13 +16,13 @@ dataset (env_id), algorithm (exp_name) and pretraining (pretrain_steps > 0), ove
   long plateau does not erase the plateau).
 - --together: also one plot per dataset with every group's seed-mean curve (e.g. Appendix C's
   modes).
-- --figure2: the paper's Figure 2 for the grid (rows the algorithms, columns the datasets; mean
-  and 95% t-interval over seeds, pretrained and scratch; x updates in figure2_updates.png,
-  wall-clock in figure2_wall.png), the reach table (per panel: updates and wall-clock,
-  pretraining counted, for each pretrained seed to first reach 90% / 95% of the scratch seeds'
-  mean final score, with how many seeds reached it; no ratio where the scratch curve has not
-  plateaued) and, across datasets, rliable's (Agarwal et al., 2021) interquartile mean with
-  stratified-bootstrap 95% CIs of the final and window scores, the probability of improvement
+- --figure2: the paper's Figure 2 for the grid (rows the algorithms, columns the datasets; mean and
+  95% t-interval over seeds, pretrained and scratch, the y-axis spanning the seeds' scores; x
+  updates in figure2_updates.png, wall-clock in figure2_wall.png), the reach table (per panel:
+  updates and wall-clock, pretraining counted, for each pretrained seed to first reach 90% / 95% of
+  the scratch seeds' mean final score, with how many seeds reached it; no ratio where the scratch
+  curve has not plateaued) and, across datasets, rliable's (Agarwal et al., 2021) interquartile mean
+  with stratified-bootstrap 95% CIs of the final and window scores, the probability of improvement
   P(pretrained > scratch) with its CI, and IQM curves over updates (figure2_iqm.png). The final
   score of a run is its --final-episodes mean where it wrote final_returns.csv, else its last
   evaluation. A panel with fewer seeds than the grid's says which.
@@ -679,6 +679,7 @@ def plot_figure2(groups, out_dir):
         for i, algorithm in enumerate(algorithms):
             for j, dataset in enumerate(datasets):
                 ax = axes[i, j]
+                seen = []  # every seed's scores: the y-axis spans them, not a 2-seed t-band
                 for algo, pretrained, color, label in curves(algorithm):
                     runs = groups.get((dataset, algo, pretrained))
                     if not runs:
@@ -688,6 +689,7 @@ def plot_figure2(groups, out_dir):
                         [r["score"][list(r["update"]).index(u)] for u in updates] for r in runs
                     ]
                     mean, half = t_interval(common)
+                    seen += [np.min(common), np.max(common)]
                     x = updates if axis == 0 else wall
                     label = f"{label} ({len(runs)} seeds)"
                     ax.plot(x, mean, color=color, label=label)
@@ -696,6 +698,9 @@ def plot_figure2(groups, out_dir):
                         ax.axvline(
                             runs[0]["pretrain_steps"], color=color, linestyle="--", linewidth=1
                         )
+                if seen:
+                    margin = 0.05 * (max(seen) - min(seen)) + 1
+                    ax.set_ylim(min(seen) - margin, max(seen) + margin)
                 ax.set_title(f"{algorithm}: {dataset}", fontsize=9)
                 ax.set_xlabel("updates (pretraining included)" if axis == 0 else "wall-clock s")
                 if axis == 0:
@@ -715,7 +720,8 @@ def plot_figure2(groups, out_dir):
                     )
                     ax.set_xticks([]), ax.set_yticks([])
         fig.suptitle(
-            "mean and 95% CI over seeds" + (" (dashed: end of pretraining)" if axis == 0 else "")
+            "mean and 95% CI over seeds, y-axis: the seeds' range"
+            + (" (dashed: end of pretraining)" if axis == 0 else "")
         )
         paths.append(save(fig, out_dir, f"figure2_{name}.png"))
     from rliable import metrics
